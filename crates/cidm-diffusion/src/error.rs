@@ -1,0 +1,122 @@
+//! The crate's error type: every failure a caller can cause (files, configs, shapes) is one of
+//! these variants and names the file and, where there is one, the tensor.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while loading a model or running it on bad input.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or directory could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// A JSON file (config, index) did not parse or does not have the expected fields.
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        /// The JSON file.
+        path: PathBuf,
+        /// What serde reported, with line and column.
+        source: serde_json::Error,
+    },
+    /// A safetensors file is not well formed (bad header, offsets out of range, ...).
+    #[error("{path}: corrupt safetensors file: {reason}")]
+    CorruptWeights {
+        /// The weights file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A tensor the model needs is absent from the weights.
+    #[error("{path}: tensor `{tensor}` is missing")]
+    MissingTensor {
+        /// The weights file (or directory for sharded weights).
+        path: PathBuf,
+        /// The diffusers name of the tensor.
+        tensor: String,
+    },
+    /// A tensor exists but its shape is not the one the config implies.
+    #[error("{path}: tensor `{tensor}` has shape {found:?}, the config implies {expected:?}")]
+    ShapeMismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// The diffusers name of the tensor.
+        tensor: String,
+        /// The shape the model config implies.
+        expected: Vec<usize>,
+        /// The shape stored in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor is stored in a dtype this loader does not read (only f32, f16, bf16 are read).
+    #[error("{path}: tensor `{tensor}` has dtype {dtype}, only F32, F16 and BF16 are supported")]
+    UnsupportedDtype {
+        /// The weights file.
+        path: PathBuf,
+        /// The diffusers name of the tensor.
+        tensor: String,
+        /// The dtype found in the header.
+        dtype: String,
+    },
+    /// The weights hold tensors the model does not use: usually a config that does not match
+    /// the checkpoint.
+    #[error("{path}: {count} tensor(s) are not used by the model, the first is `{first}`")]
+    UnusedTensors {
+        /// The weights file.
+        path: PathBuf,
+        /// How many tensors were left over.
+        count: usize,
+        /// The first unused name in sorted order.
+        first: String,
+    },
+    /// A config value is outside what the model can be built with (zero channels, ...).
+    #[error("{path}: invalid config: {reason}")]
+    InvalidConfig {
+        /// The config file, or `<memory>` for a config built in code.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A config asks for a diffusers feature this implementation does not have.
+    #[error("{path}: unsupported config: `{field}` = {value} ({supported})")]
+    UnsupportedConfig {
+        /// The config file, or `<memory>` for a config built in code.
+        path: PathBuf,
+        /// The config key.
+        field: String,
+        /// The value found.
+        value: String,
+        /// What is supported instead.
+        supported: String,
+    },
+    /// A tensor passed to a forward function or scheduler has the wrong shape or size.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidConfig`].
+    pub(crate) fn config(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig { path: path.into(), reason: reason.into() }
+    }
+
+    /// Shorthand for [`Error::UnsupportedConfig`].
+    pub(crate) fn unsupported(
+        path: impl Into<PathBuf>,
+        field: &str,
+        value: impl std::fmt::Debug,
+        supported: &str,
+    ) -> Self {
+        Error::UnsupportedConfig {
+            path: path.into(),
+            field: field.to_string(),
+            value: format!("{value:?}"),
+            supported: supported.to_string(),
+        }
+    }
+}

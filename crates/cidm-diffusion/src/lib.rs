@@ -1,0 +1,25 @@
+//! # cidm-diffusion
+//!
+//! The backend-generic Stable Diffusion core of `cidm`, on burn: the conditional UNet built
+//! from a diffusers `config.json`, noise schedulers with diffusers semantics, and loading of
+//! diffusers model directories from safetensors.
+//!
+//! Two extension points let the crates above adapt the model without the core knowing them:
+//! - [`Conditioning`] is data passed to [`UNet2DConditionModel::forward`]: one text embedding
+//!   for every cross-attention layer, or one per layer in a stable order (down, mid, up);
+//! - every attention projection is an [`AdaptableLinear`]: a frozen base plus an optional
+//!   [`LowRankBank`] with optional per-sample gates.
+
+pub mod conditioning;
+pub mod error;
+pub mod loading;
+pub mod lowrank;
+pub mod nn;
+pub mod schedulers;
+pub mod unet;
+
+pub use conditioning::{Conditioning, PerLayer};
+pub use error::{Error, Result};
+pub use loading::{ModelDir, SafetensorsWeights, VarBuilder};
+pub use lowrank::{AdaptableLinear, LowRankBank};
+pub use unet::{UNet2DConditionConfig, UNet2DConditionModel};

@@ -1,0 +1,156 @@
+//! diffusers' `Attention` (self and cross), the GEGLU `FeedForward`, and the
+//! `BasicTransformerBlock` that chains them.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::activation::gelu;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::Tensor;
+
+use crate::error::Result;
+use crate::loading::VarBuilder;
+use crate::lowrank::AdaptableLinear;
+use crate::nn::{linear, LayerNorm};
+
+/// Multi-head attention with adaptable projections `to_q`, `to_k`, `to_v` (no bias) and
+/// `to_out.0` (with bias): `softmax(Q K^T / sqrt(d)) V` per head.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// Query projection.
+    pub to_q: AdaptableLinear<B>,
+    /// Key projection.
+    pub to_k: AdaptableLinear<B>,
+    /// Value projection.
+    pub to_v: AdaptableLinear<B>,
+    /// Output projection (diffusers' `to_out.0`).
+    pub to_out: AdaptableLinear<B>,
+    heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// Builds the projections; `context_dim` is the key/value input width (the query width
+    /// for self-attention).
+    pub fn new(vb: &VarBuilder<B>, query_dim: usize, context_dim: usize, heads: usize, head_dim: usize) -> Result<Self> {
+        let inner = heads * head_dim;
+        Ok(Self {
+            to_q: AdaptableLinear::new(linear(&vb.pp("to_q"), query_dim, inner, false)?),
+            to_k: AdaptableLinear::new(linear(&vb.pp("to_k"), context_dim, inner, false)?),
+            to_v: AdaptableLinear::new(linear(&vb.pp("to_v"), context_dim, inner, false)?),
+            to_out: AdaptableLinear::new(linear(&vb.pp("to_out.0"), inner, query_dim, true)?),
+            heads,
+        })
+    }
+
+    /// The four projections in diffusers order, with their diffusers names.
+    pub fn projections(&self) -> [(&'static str, &AdaptableLinear<B>); 4] {
+        [("to_q", &self.to_q), ("to_k", &self.to_k), ("to_v", &self.to_v), ("to_out.0", &self.to_out)]
+    }
+
+    /// Mutable access to the four projections, for attaching banks.
+    pub fn projections_mut(&mut self) -> [(&'static str, &mut AdaptableLinear<B>); 4] {
+        [("to_q", &mut self.to_q), ("to_k", &mut self.to_k), ("to_v", &mut self.to_v), ("to_out.0", &mut self.to_out)]
+    }
+
+    fn split_heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
+        let [batch, tokens, inner] = x.dims();
+        x.reshape([batch, tokens, self.heads, inner / self.heads]).swap_dims(1, 2)
+    }
+
+    /// Attends from `x` to `context` (to `x` itself when `None`).
+    ///
+    /// # Shapes
+    /// - x: `[batch, tokens, query_dim]`
+    /// - context: `[batch, context_tokens, context_dim]`
+    /// - gates: `[batch, rank]` or `[1, rank]` for attached banks
+    /// - output: `[batch, tokens, query_dim]`
+    pub fn forward(&self, x: Tensor<B, 3>, context: Option<&Tensor<B, 3>>, gates: Option<&Tensor<B, 2>>) -> Tensor<B, 3> {
+        let [batch, tokens, _] = x.dims();
+        let context = context.cloned().unwrap_or_else(|| x.clone());
+        let q = self.split_heads(self.to_q.forward(x, gates));
+        let k = self.split_heads(self.to_k.forward(context.clone(), gates));
+        let v = self.split_heads(self.to_v.forward(context, gates));
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        let inner = out.dims()[1] * out.dims()[3];
+        self.to_out.forward(out.swap_dims(1, 2).reshape([batch, tokens, inner]), gates)
+    }
+}
+
+/// diffusers' `FeedForward` with GEGLU: `net.2(h * gelu(g))` where `[h, g] = net.0.proj(x)`.
+#[derive(Module, Debug)]
+pub struct FeedForward<B: Backend> {
+    proj: Linear<B>,
+    out: Linear<B>,
+}
+
+impl<B: Backend> FeedForward<B> {
+    /// Builds `net.0.proj` (`dim -> 2 * 4 dim`) and `net.2` (`4 dim -> dim`).
+    pub fn new(vb: &VarBuilder<B>, dim: usize) -> Result<Self> {
+        let inner = 4 * dim;
+        Ok(Self { proj: linear(&vb.pp("net.0.proj"), dim, 2 * inner, true)?, out: linear(&vb.pp("net.2"), inner, dim, true)? })
+    }
+
+    /// # Shapes
+    /// - x: `[batch, tokens, dim]` -> `[batch, tokens, dim]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [hidden, gate] = self.proj.forward(x).chunk(2, 2).try_into().expect("chunk of an even width gives two halves");
+        self.out.forward(hidden * gelu(gate))
+    }
+}
+
+/// Self-attention, cross-attention and feed-forward, each pre-normed and residual. Its
+/// cross-attention is cross-attention layer `layer` of the UNet.
+#[derive(Module, Debug)]
+pub struct BasicTransformerBlock<B: Backend> {
+    norm1: LayerNorm<B>,
+    /// Self-attention.
+    pub attn1: Attention<B>,
+    norm2: LayerNorm<B>,
+    /// Cross-attention to the text conditioning.
+    pub attn2: Attention<B>,
+    norm3: LayerNorm<B>,
+    ff: FeedForward<B>,
+    /// Index of this block's cross-attention in the UNet's stable order.
+    pub layer: usize,
+}
+
+impl<B: Backend> BasicTransformerBlock<B> {
+    /// Builds a block of width `dim` attending to `context_dim`-wide text.
+    pub fn new(vb: &VarBuilder<B>, dim: usize, context_dim: usize, heads: usize, layer: usize) -> Result<Self> {
+        let head_dim = dim / heads;
+        Ok(Self {
+            norm1: LayerNorm::new(&vb.pp("norm1"), dim, 1e-5)?,
+            attn1: Attention::new(&vb.pp("attn1"), dim, dim, heads, head_dim)?,
+            norm2: LayerNorm::new(&vb.pp("norm2"), dim, 1e-5)?,
+            attn2: Attention::new(&vb.pp("attn2"), dim, context_dim, heads, head_dim)?,
+            norm3: LayerNorm::new(&vb.pp("norm3"), dim, 1e-5)?,
+            ff: FeedForward::new(&vb.pp("ff"), dim)?,
+            layer,
+        })
+    }
+
+    /// The distinct ranks of the banks attached to this block's projections.
+    pub fn bank_ranks(&self) -> Vec<usize> {
+        let mut ranks: Vec<usize> = self
+            .attn1
+            .projections()
+            .into_iter()
+            .chain(self.attn2.projections())
+            .filter_map(|(_, p)| p.bank.as_ref().map(|b| b.rank()))
+            .collect();
+        ranks.sort_unstable();
+        ranks.dedup();
+        ranks
+    }
+
+    /// # Shapes
+    /// - x: `[batch, tokens, dim]`, context: `[batch, context_tokens, context_dim]`
+    /// - gates: `[batch, rank]` or `[1, rank]`
+    /// - output: `[batch, tokens, dim]`
+    pub fn forward(&self, x: Tensor<B, 3>, context: &Tensor<B, 3>, gates: Option<&Tensor<B, 2>>) -> Tensor<B, 3> {
+        let x = self.attn1.forward(self.norm1.forward(x.clone()), None, gates) + x;
+        let x = self.attn2.forward(self.norm2.forward(x.clone()), Some(context), gates) + x;
+        self.ff.forward(self.norm3.forward(x.clone())) + x
+    }
+}
