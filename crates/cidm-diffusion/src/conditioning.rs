@@ -32,10 +32,12 @@ impl<T> PerLayer<T> {
 
     fn check_count(&self, what: &str, layers: usize) -> Result<()> {
         match self {
-            PerLayer::Layers(values) if values.len() != layers => Err(Error::InvalidInput(format!(
+            PerLayer::Layers(values) if values.len() != layers => {
+                Err(Error::InvalidInput(format!(
                 "{what}: {} per-layer values given, the UNet has {layers} cross-attention layers",
                 values.len()
-            ))),
+            )))
+            }
             _ => Ok(()),
         }
     }
@@ -43,7 +45,9 @@ impl<T> PerLayer<T> {
     fn values(&self) -> Box<dyn Iterator<Item = (Option<usize>, &T)> + '_> {
         match self {
             PerLayer::Shared(value) => Box::new(std::iter::once((None, value))),
-            PerLayer::Layers(values) => Box::new(values.iter().enumerate().map(|(i, v)| (Some(i), v))),
+            PerLayer::Layers(values) => {
+                Box::new(values.iter().enumerate().map(|(i, v)| (Some(i), v)))
+            }
         }
     }
 }
@@ -64,12 +68,18 @@ impl<B: Backend> Conditioning<B> {
     /// # Shapes
     /// - text: `[batch, tokens, cross_attention_dim]`
     pub fn shared(text: Tensor<B, 3>) -> Self {
-        Self { text: PerLayer::Shared(text), gates: None }
+        Self {
+            text: PerLayer::Shared(text),
+            gates: None,
+        }
     }
 
     /// One text embedding per cross-attention layer (layer-wise concept tokens).
     pub fn per_layer(texts: Vec<Tensor<B, 3>>) -> Self {
-        Self { text: PerLayer::Layers(texts), gates: None }
+        Self {
+            text: PerLayer::Layers(texts),
+            gates: None,
+        }
     }
 
     /// Adds bank gates.
@@ -91,7 +101,13 @@ impl<B: Backend> Conditioning<B> {
     /// Checks counts and shapes against a UNet with `layers` cross-attention layers, context
     /// width `dim`, a batch of `batch` samples and, per layer, the ranks of the banks in that
     /// layer's transformer block (gates apply to every bank of the block, so all must match).
-    pub(crate) fn validate(&self, layers: usize, dim: usize, batch: usize, ranks: &[Vec<usize>]) -> Result<()> {
+    pub(crate) fn validate(
+        &self,
+        layers: usize,
+        dim: usize,
+        batch: usize,
+        ranks: &[Vec<usize>],
+    ) -> Result<()> {
         self.text.check_count("text conditioning", layers)?;
         for (layer, text) in self.text.values() {
             let [b, _, d] = text.dims();
@@ -103,7 +119,9 @@ impl<B: Backend> Conditioning<B> {
                 )));
             }
         }
-        let Some(gates) = &self.gates else { return Ok(()) };
+        let Some(gates) = &self.gates else {
+            return Ok(());
+        };
         gates.check_count("bank gates", layers)?;
         for (layer, gate) in gates.values() {
             let [b, width] = gate.dims();
@@ -114,7 +132,9 @@ impl<B: Backend> Conditioning<B> {
                 .flat_map(|(l, rs)| rs.iter().map(move |&r| (l, r)))
                 .collect();
             if b != batch && b != 1 {
-                return Err(Error::InvalidInput(format!("bank gates: batch {b}, expected {batch} or 1")));
+                return Err(Error::InvalidInput(format!(
+                    "bank gates: batch {b}, expected {batch} or 1"
+                )));
             }
             if let Some((l, rank)) = layer_ranks.into_iter().find(|&(_, rank)| rank != width) {
                 return Err(Error::InvalidInput(format!(

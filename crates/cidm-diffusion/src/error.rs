@@ -102,7 +102,10 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::InvalidConfig`].
     pub(crate) fn config(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::InvalidConfig { path: path.into(), reason: reason.into() }
+        Error::InvalidConfig {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 
     /// Shorthand for [`Error::UnsupportedConfig`].

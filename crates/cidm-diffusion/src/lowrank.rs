@@ -35,7 +35,11 @@ impl<B: Backend> LowRankBank<B> {
                 "low-rank bank: down factor has rank {rank}, up factor has rank {rank_up}"
             )));
         }
-        Ok(Self { down: Param::from_tensor(down), up: Param::from_tensor(up), scale })
+        Ok(Self {
+            down: Param::from_tensor(down),
+            up: Param::from_tensor(up),
+            scale,
+        })
     }
 
     /// The bank's total rank R (columns of `down`).

@@ -12,14 +12,24 @@ use crate::loading::{Init, VarBuilder};
 
 /// A linear layer from `weight` `[out, in]` (PyTorch layout, stored transposed as burn wants
 /// `[in, out]`) and, if `bias`, `bias` `[out]`.
-pub fn linear<B: Backend>(vb: &VarBuilder<B>, d_in: usize, d_out: usize, bias: bool) -> Result<Linear<B>> {
-    let weight = vb.tensor("weight", [d_out, d_in], Init::fan_in(d_in))?.transpose();
+pub fn linear<B: Backend>(
+    vb: &VarBuilder<B>,
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+) -> Result<Linear<B>> {
+    let weight = vb
+        .tensor("weight", [d_out, d_in], Init::fan_in(d_in))?
+        .transpose();
     let bias = if bias {
         Some(vb.param("bias", [d_out], Init::fan_in(d_in))?)
     } else {
         None
     };
-    Ok(Linear { weight: Param::from_tensor(weight), bias })
+    Ok(Linear {
+        weight: Param::from_tensor(weight),
+        bias,
+    })
 }
 
 /// A square-kernel 2D convolution with bias, `weight` `[out, in, k, k]`.
@@ -33,7 +43,11 @@ pub fn conv2d<B: Backend>(
 ) -> Result<Conv2d<B>> {
     let fan_in = c_in * kernel * kernel;
     Ok(Conv2d {
-        weight: vb.param("weight", [c_out, c_in, kernel, kernel], Init::fan_in(fan_in))?,
+        weight: vb.param(
+            "weight",
+            [c_out, c_in, kernel, kernel],
+            Init::fan_in(fan_in),
+        )?,
         bias: Some(vb.param("bias", [c_out], Init::fan_in(fan_in))?),
         stride: [stride, stride],
         kernel_size: [kernel, kernel],
@@ -44,7 +58,12 @@ pub fn conv2d<B: Backend>(
 }
 
 /// An affine group norm, `weight` and `bias` `[channels]`.
-pub fn group_norm<B: Backend>(vb: &VarBuilder<B>, groups: usize, channels: usize, eps: f64) -> Result<GroupNorm<B>> {
+pub fn group_norm<B: Backend>(
+    vb: &VarBuilder<B>,
+    groups: usize,
+    channels: usize,
+    eps: f64,
+) -> Result<GroupNorm<B>> {
     Ok(GroupNorm {
         gamma: Some(vb.param("weight", [channels], Init::Ones)?),
         beta: Some(vb.param("bias", [channels], Init::Zeros)?),

@@ -27,9 +27,15 @@ fn attach_banks(unet: &mut UNet2DConditionModel<B>, rank: usize, up_scale: f64) 
     for block in unet.transformer_blocks_mut() {
         for attn in [&mut block.attn1, &mut block.attn2] {
             for (_, proj) in attn.projections_mut() {
-                let down = Tensor::random([proj.d_in(), rank], Distribution::Normal(0.0, 0.5), &device);
-                let up = Tensor::random([rank, proj.d_out()], Distribution::Normal(0.0, 0.5), &device) * up_scale;
-                proj.set_bank(LowRankBank::new(down, up, 1.0).unwrap()).unwrap();
+                let down =
+                    Tensor::random([proj.d_in(), rank], Distribution::Normal(0.0, 0.5), &device);
+                let up = Tensor::random(
+                    [rank, proj.d_out()],
+                    Distribution::Normal(0.0, 0.5),
+                    &device,
+                ) * up_scale;
+                proj.set_bank(LowRankBank::new(down, up, 1.0).unwrap())
+                    .unwrap();
             }
         }
     }
@@ -39,9 +45,17 @@ fn attach_banks(unet: &mut UNet2DConditionModel<B>, rank: usize, up_scale: f64) 
 fn per_layer_conditioning_with_identical_copies_equals_shared() {
     let unet = unet();
     let (sample, t, context) = inputs(2);
-    let shared = unet.forward(sample.clone(), t.clone(), &Conditioning::shared(context.clone())).unwrap();
+    let shared = unet
+        .forward(
+            sample.clone(),
+            t.clone(),
+            &Conditioning::shared(context.clone()),
+        )
+        .unwrap();
     let copies = vec![context; unet.cross_attention_layers()];
-    let per_layer = unet.forward(sample, t, &Conditioning::per_layer(copies)).unwrap();
+    let per_layer = unet
+        .forward(sample, t, &Conditioning::per_layer(copies))
+        .unwrap();
     assert_eq!(max_abs_diff(shared, per_layer), 0.0);
 }
 
@@ -50,12 +64,23 @@ fn per_layer_conditioning_with_identical_copies_equals_shared() {
 fn per_layer_conditioning_reaches_each_layer() {
     let unet = unet();
     let (sample, t, context) = inputs(1);
-    let base = unet.forward(sample.clone(), t.clone(), &Conditioning::shared(context.clone())).unwrap();
+    let base = unet
+        .forward(
+            sample.clone(),
+            t.clone(),
+            &Conditioning::shared(context.clone()),
+        )
+        .unwrap();
     for layer in [0, unet.cross_attention_layers() - 1] {
         let mut copies = vec![context.clone(); unet.cross_attention_layers()];
         copies[layer] = copies[layer].clone() * 3.0;
-        let out = unet.forward(sample.clone(), t.clone(), &Conditioning::per_layer(copies)).unwrap();
-        assert!(max_abs_diff(out, base.clone()) > 1e-4, "layer {layer} ignored its conditioning");
+        let out = unet
+            .forward(sample.clone(), t.clone(), &Conditioning::per_layer(copies))
+            .unwrap();
+        assert!(
+            max_abs_diff(out, base.clone()) > 1e-4,
+            "layer {layer} ignored its conditioning"
+        );
     }
 }
 
@@ -81,10 +106,15 @@ fn per_sample_gates_select_base_or_bank() {
     let base = unet.forward(sample.clone(), t.clone(), &cond).unwrap();
     attach_banks(&mut unet, 3, 1.0);
     let ungated = unet.forward(sample.clone(), t.clone(), &cond).unwrap();
-    assert!(max_abs_diff(base.clone(), ungated.clone()) > 1e-3, "the bank had no effect");
+    assert!(
+        max_abs_diff(base.clone(), ungated.clone()) > 1e-3,
+        "the bank had no effect"
+    );
 
     let gates = Tensor::<B, 2>::from_floats([[0.0; 3], [1.0; 3]], &device);
-    let gated = unet.forward(sample, t, &cond.with_gates(PerLayer::Shared(gates))).unwrap();
+    let gated = unet
+        .forward(sample, t, &cond.with_gates(PerLayer::Shared(gates)))
+        .unwrap();
     let first = |x: Tensor<B, 4>| x.narrow(0, 0, 1);
     let second = |x: Tensor<B, 4>| x.narrow(0, 1, 1);
     assert!(max_abs_diff(first(gated.clone()), first(base)) < 1e-5);
@@ -97,7 +127,13 @@ fn gates_of_the_wrong_width_are_rejected() {
     attach_banks(&mut unet, 3, 1.0);
     let (sample, t, context) = inputs(1);
     let gates = Tensor::<B, 2>::ones([1, 4], &Default::default());
-    let err = unet.forward(sample, t, &Conditioning::shared(context).with_gates(PerLayer::Shared(gates))).unwrap_err();
+    let err = unet
+        .forward(
+            sample,
+            t,
+            &Conditioning::shared(context).with_gates(PerLayer::Shared(gates)),
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("rank 3"), "{err}");
 }
 
@@ -106,12 +142,22 @@ fn bad_conditioning_is_an_error_not_a_panic() {
     let unet = unet();
     let (sample, t, context) = inputs(2);
     let wrong_width = Tensor::<B, 3>::zeros([2, 5, 23], &Default::default());
-    assert!(unet.forward(sample.clone(), t.clone(), &Conditioning::shared(wrong_width)).is_err());
+    assert!(unet
+        .forward(
+            sample.clone(),
+            t.clone(),
+            &Conditioning::shared(wrong_width)
+        )
+        .is_err());
     let too_few = Conditioning::per_layer(vec![context.clone(); 3]);
     assert!(unet.forward(sample.clone(), t.clone(), &too_few).is_err());
     let wrong_batch = context.narrow(0, 0, 1);
-    assert!(unet.forward(sample.clone(), t, &Conditioning::shared(wrong_batch)).is_err());
+    assert!(unet
+        .forward(sample.clone(), t, &Conditioning::shared(wrong_batch))
+        .is_err());
     let three_timesteps = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &Default::default());
     let ctx = Tensor::<B, 3>::zeros([2, 5, 24], &Default::default());
-    assert!(unet.forward(sample, three_timesteps, &Conditioning::shared(ctx)).is_err());
+    assert!(unet
+        .forward(sample, three_timesteps, &Conditioning::shared(ctx))
+        .is_err());
 }

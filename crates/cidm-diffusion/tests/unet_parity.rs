@@ -16,18 +16,27 @@ fn check(model_name: &str) {
     let device = Default::default();
     let dir = ModelDir::open(fixtures().join(format!("{model_name}-model"))).unwrap();
     let unet = UNet2DConditionModel::<B>::from_model_dir(&dir, None, &device).unwrap();
-    let io = SafetensorsWeights::open(fixtures().join(format!("{model_name}-io.safetensors"))).unwrap();
+    let io =
+        SafetensorsWeights::open(fixtures().join(format!("{model_name}-io.safetensors"))).unwrap();
     for case in ["even", "odd"] {
         let sample: Tensor<B, 4> = tensor(&io, &format!("{case}.sample"));
         let timesteps: Tensor<B, 1> = tensor(&io, &format!("{case}.timesteps"));
         let context: Tensor<B, 3> = tensor(&io, &format!("{case}.context"));
         let expected: Tensor<B, 4> = tensor(&io, &format!("{case}.out"));
-        let out = unet.forward(sample, timesteps, &Conditioning::shared(context)).unwrap();
+        let out = unet
+            .forward(sample, timesteps, &Conditioning::shared(context))
+            .unwrap();
         let err = max_abs_diff(out, expected.clone());
         let scale: f32 = expected.abs().max().into_scalar();
-        assert!(scale > 0.1, "{model_name}/{case}: expected output is degenerate ({scale})");
+        assert!(
+            scale > 0.1,
+            "{model_name}/{case}: expected output is degenerate ({scale})"
+        );
         eprintln!("{model_name}/{case}: max abs error {err:e}, output scale {scale}");
-        assert!(err < TOLERANCE, "{model_name}/{case}: max abs error {err} vs diffusers (output scale {scale})");
+        assert!(
+            err < TOLERANCE,
+            "{model_name}/{case}: max abs error {err} vs diffusers (output scale {scale})"
+        );
     }
 }
 

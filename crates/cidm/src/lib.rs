@@ -1,1 +1,9 @@
+//! # cidm
+//!
+//! Concept-incremental text-to-image diffusion (CIDM, NeurIPS 2024) on burn. This facade
+//! re-exports the workspace crates and picks the compute backend from Cargo features
+//! (`flex` by default; `ndarray`, `wgpu`, `cuda`, plus `f16` for half precision on GPUs).
 
+pub mod backend;
+
+pub use cidm_diffusion as diffusion;

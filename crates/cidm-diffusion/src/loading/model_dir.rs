@@ -27,15 +27,23 @@ impl ModelDir {
             });
         }
         let index_path = root.join("model_index.json");
-        let text = std::fs::read_to_string(&index_path).map_err(|source| Error::Io { path: index_path.clone(), source })?;
+        let text = std::fs::read_to_string(&index_path).map_err(|source| Error::Io {
+            path: index_path.clone(),
+            source,
+        })?;
         let raw: BTreeMap<String, serde_json::Value> =
-            serde_json::from_str(&text).map_err(|source| Error::Json { path: index_path.clone(), source })?;
+            serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: index_path.clone(),
+                source,
+            })?;
         let components = raw
             .into_iter()
             .filter(|(key, _)| !key.starts_with('_'))
             .filter_map(|(key, value)| match value {
                 serde_json::Value::Array(pair) => match pair.as_slice() {
-                    [serde_json::Value::String(lib), serde_json::Value::String(class)] => Some((key, (lib.clone(), class.clone()))),
+                    [serde_json::Value::String(lib), serde_json::Value::String(class)] => {
+                        Some((key, (lib.clone(), class.clone())))
+                    }
                     _ => None,
                 },
                 _ => None,
@@ -51,7 +59,9 @@ impl ModelDir {
 
     /// The class `model_index.json` gives for `component` (e.g. `UNet2DConditionModel`).
     pub fn class_of(&self, component: &str) -> Option<&str> {
-        self.components.get(component).map(|(_, class)| class.as_str())
+        self.components
+            .get(component)
+            .map(|(_, class)| class.as_str())
     }
 
     /// The folder of `component` after checking that `model_index.json` lists it with class
@@ -59,8 +69,16 @@ impl ModelDir {
     pub fn component(&self, component: &str, class: &str) -> Result<PathBuf> {
         match self.class_of(component) {
             Some(found) if found == class => Ok(self.root.join(component)),
-            Some(found) => Err(Error::unsupported(self.root.join("model_index.json"), component, found, class)),
-            None => Err(Error::config(self.root.join("model_index.json"), format!("no `{component}` component is listed"))),
+            Some(found) => Err(Error::unsupported(
+                self.root.join("model_index.json"),
+                component,
+                found,
+                class,
+            )),
+            None => Err(Error::config(
+                self.root.join("model_index.json"),
+                format!("no `{component}` component is listed"),
+            )),
         }
     }
 

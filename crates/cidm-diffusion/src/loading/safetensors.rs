@@ -77,7 +77,10 @@ impl SafetensorsWeights {
         };
         for shard in shards {
             if shard.contains('/') || shard.contains('\\') || shard.starts_with("..") {
-                return Err(Error::config(index, format!("shard name `{shard}` is not a plain file name")));
+                return Err(Error::config(
+                    index,
+                    format!("shard name `{shard}` is not a plain file name"),
+                ));
             }
             weights.add_file(&dir.join(shard))?;
         }
@@ -85,7 +88,10 @@ impl SafetensorsWeights {
     }
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
-        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(io)?;
         // SAFETY: the mapping is read-only and private to this process; the usual caveat of
         // memory maps applies (another process truncating the file while it is mapped).
@@ -171,7 +177,10 @@ impl SafetensorsWeights {
                 })
             }
         };
-        self.taken.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string());
+        self.taken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string());
         Ok(TensorData::new(values, entry.shape.clone()))
     }
 
@@ -179,7 +188,11 @@ impl SafetensorsWeights {
     /// do not belong to the config the model was built from.
     pub fn ensure_all_used(&self) -> Result<()> {
         let taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
-        let mut unused: Vec<&String> = self.entries.keys().filter(|k| !taken.contains(*k)).collect();
+        let mut unused: Vec<&String> = self
+            .entries
+            .keys()
+            .filter(|k| !taken.contains(*k))
+            .collect();
         unused.sort_unstable();
         match unused.first() {
             None => Ok(()),

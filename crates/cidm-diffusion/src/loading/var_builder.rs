@@ -45,13 +45,21 @@ pub struct VarBuilder<'a, B: Backend> {
 impl<'a, B: Backend> VarBuilder<'a, B> {
     /// Parameters read from `weights` (shapes checked against what the module asks for).
     pub fn from_weights(weights: &'a SafetensorsWeights, device: &B::Device) -> Self {
-        Self { source: Source::Weights(weights), prefix: String::new(), device: device.clone() }
+        Self {
+            source: Source::Weights(weights),
+            prefix: String::new(),
+            device: device.clone(),
+        }
     }
 
     /// Parameters drawn at random with each layer's PyTorch-default init; the draw follows the
     /// backend's seed (`B::seed`).
     pub fn random(device: &B::Device) -> Self {
-        Self { source: Source::Random, prefix: String::new(), device: device.clone() }
+        Self {
+            source: Source::Random,
+            prefix: String::new(),
+            device: device.clone(),
+        }
     }
 
     /// The builder for a child module: names get `name.` prepended.
@@ -61,7 +69,11 @@ impl<'a, B: Backend> VarBuilder<'a, B> {
         } else {
             format!("{}.{}", self.prefix, name)
         };
-        Self { source: self.source, prefix, device: self.device.clone() }
+        Self {
+            source: self.source,
+            prefix,
+            device: self.device.clone(),
+        }
     }
 
     /// The device parameters are created on.
@@ -79,7 +91,12 @@ impl<'a, B: Backend> VarBuilder<'a, B> {
     }
 
     /// The tensor `name` of this module, of shape `shape` (PyTorch layout).
-    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D], init: Init) -> Result<Tensor<B, D>> {
+    pub fn tensor<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        init: Init,
+    ) -> Result<Tensor<B, D>> {
         match self.source {
             Source::Weights(weights) => {
                 let data = weights.read_f32(&self.path(name), &shape)?;
@@ -96,7 +113,12 @@ impl<'a, B: Backend> VarBuilder<'a, B> {
     }
 
     /// Like [`Self::tensor`], wrapped as a module parameter.
-    pub fn param<const D: usize>(&self, name: &str, shape: [usize; D], init: Init) -> Result<Param<Tensor<B, D>>> {
+    pub fn param<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        init: Init,
+    ) -> Result<Param<Tensor<B, D>>> {
         self.tensor(name, shape, init).map(Param::from_tensor)
     }
 

@@ -32,7 +32,13 @@ pub struct Attention<B: Backend> {
 impl<B: Backend> Attention<B> {
     /// Builds the projections; `context_dim` is the key/value input width (the query width
     /// for self-attention).
-    pub fn new(vb: &VarBuilder<B>, query_dim: usize, context_dim: usize, heads: usize, head_dim: usize) -> Result<Self> {
+    pub fn new(
+        vb: &VarBuilder<B>,
+        query_dim: usize,
+        context_dim: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<Self> {
         let inner = heads * head_dim;
         Ok(Self {
             to_q: AdaptableLinear::new(linear(&vb.pp("to_q"), query_dim, inner, false)?),
@@ -45,17 +51,28 @@ impl<B: Backend> Attention<B> {
 
     /// The four projections in diffusers order, with their diffusers names.
     pub fn projections(&self) -> [(&'static str, &AdaptableLinear<B>); 4] {
-        [("to_q", &self.to_q), ("to_k", &self.to_k), ("to_v", &self.to_v), ("to_out.0", &self.to_out)]
+        [
+            ("to_q", &self.to_q),
+            ("to_k", &self.to_k),
+            ("to_v", &self.to_v),
+            ("to_out.0", &self.to_out),
+        ]
     }
 
     /// Mutable access to the four projections, for attaching banks.
     pub fn projections_mut(&mut self) -> [(&'static str, &mut AdaptableLinear<B>); 4] {
-        [("to_q", &mut self.to_q), ("to_k", &mut self.to_k), ("to_v", &mut self.to_v), ("to_out.0", &mut self.to_out)]
+        [
+            ("to_q", &mut self.to_q),
+            ("to_k", &mut self.to_k),
+            ("to_v", &mut self.to_v),
+            ("to_out.0", &mut self.to_out),
+        ]
     }
 
     fn split_heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
         let [batch, tokens, inner] = x.dims();
-        x.reshape([batch, tokens, self.heads, inner / self.heads]).swap_dims(1, 2)
+        x.reshape([batch, tokens, self.heads, inner / self.heads])
+            .swap_dims(1, 2)
     }
 
     /// Attends from `x` to `context` (to `x` itself when `None`).
@@ -65,7 +82,12 @@ impl<B: Backend> Attention<B> {
     /// - context: `[batch, context_tokens, context_dim]`
     /// - gates: `[batch, rank]` or `[1, rank]` for attached banks
     /// - output: `[batch, tokens, query_dim]`
-    pub fn forward(&self, x: Tensor<B, 3>, context: Option<&Tensor<B, 3>>, gates: Option<&Tensor<B, 2>>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        context: Option<&Tensor<B, 3>>,
+        gates: Option<&Tensor<B, 2>>,
+    ) -> Tensor<B, 3> {
         let [batch, tokens, _] = x.dims();
         let context = context.cloned().unwrap_or_else(|| x.clone());
         let q = self.split_heads(self.to_q.forward(x, gates));
@@ -73,7 +95,8 @@ impl<B: Backend> Attention<B> {
         let v = self.split_heads(self.to_v.forward(context, gates));
         let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
         let inner = out.dims()[1] * out.dims()[3];
-        self.to_out.forward(out.swap_dims(1, 2).reshape([batch, tokens, inner]), gates)
+        self.to_out
+            .forward(out.swap_dims(1, 2).reshape([batch, tokens, inner]), gates)
     }
 }
 
@@ -88,13 +111,21 @@ impl<B: Backend> FeedForward<B> {
     /// Builds `net.0.proj` (`dim -> 2 * 4 dim`) and `net.2` (`4 dim -> dim`).
     pub fn new(vb: &VarBuilder<B>, dim: usize) -> Result<Self> {
         let inner = 4 * dim;
-        Ok(Self { proj: linear(&vb.pp("net.0.proj"), dim, 2 * inner, true)?, out: linear(&vb.pp("net.2"), inner, dim, true)? })
+        Ok(Self {
+            proj: linear(&vb.pp("net.0.proj"), dim, 2 * inner, true)?,
+            out: linear(&vb.pp("net.2"), inner, dim, true)?,
+        })
     }
 
     /// # Shapes
     /// - x: `[batch, tokens, dim]` -> `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [hidden, gate] = self.proj.forward(x).chunk(2, 2).try_into().expect("chunk of an even width gives two halves");
+        let [hidden, gate] = self
+            .proj
+            .forward(x)
+            .chunk(2, 2)
+            .try_into()
+            .expect("chunk of an even width gives two halves");
         self.out.forward(hidden * gelu(gate))
     }
 }
@@ -117,7 +148,13 @@ pub struct BasicTransformerBlock<B: Backend> {
 
 impl<B: Backend> BasicTransformerBlock<B> {
     /// Builds a block of width `dim` attending to `context_dim`-wide text.
-    pub fn new(vb: &VarBuilder<B>, dim: usize, context_dim: usize, heads: usize, layer: usize) -> Result<Self> {
+    pub fn new(
+        vb: &VarBuilder<B>,
+        dim: usize,
+        context_dim: usize,
+        heads: usize,
+        layer: usize,
+    ) -> Result<Self> {
         let head_dim = dim / heads;
         Ok(Self {
             norm1: LayerNorm::new(&vb.pp("norm1"), dim, 1e-5)?,
@@ -148,9 +185,20 @@ impl<B: Backend> BasicTransformerBlock<B> {
     /// - x: `[batch, tokens, dim]`, context: `[batch, context_tokens, context_dim]`
     /// - gates: `[batch, rank]` or `[1, rank]`
     /// - output: `[batch, tokens, dim]`
-    pub fn forward(&self, x: Tensor<B, 3>, context: &Tensor<B, 3>, gates: Option<&Tensor<B, 2>>) -> Tensor<B, 3> {
-        let x = self.attn1.forward(self.norm1.forward(x.clone()), None, gates) + x;
-        let x = self.attn2.forward(self.norm2.forward(x.clone()), Some(context), gates) + x;
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        context: &Tensor<B, 3>,
+        gates: Option<&Tensor<B, 2>>,
+    ) -> Tensor<B, 3> {
+        let x = self
+            .attn1
+            .forward(self.norm1.forward(x.clone()), None, gates)
+            + x;
+        let x = self
+            .attn2
+            .forward(self.norm2.forward(x.clone()), Some(context), gates)
+            + x;
         self.ff.forward(self.norm3.forward(x.clone())) + x
     }
 }

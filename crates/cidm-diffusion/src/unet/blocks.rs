@@ -25,10 +25,16 @@ pub(crate) struct BlockSpec {
     pub transformer: Option<TransformerSpec>,
 }
 
-fn attentions<B: Backend>(vb: &VarBuilder<B>, spec: &BlockSpec, next_layer: &mut usize) -> Result<Vec<Transformer2DModel<B>>> {
+fn attentions<B: Backend>(
+    vb: &VarBuilder<B>,
+    spec: &BlockSpec,
+    next_layer: &mut usize,
+) -> Result<Vec<Transformer2DModel<B>>> {
     match &spec.transformer {
         None => Ok(Vec::new()),
-        Some(t) => (0..spec.layers).map(|j| Transformer2DModel::new(&vb.pp(format!("attentions.{j}")), t, next_layer)).collect(),
+        Some(t) => (0..spec.layers)
+            .map(|j| Transformer2DModel::new(&vb.pp(format!("attentions.{j}")), t, next_layer))
+            .collect(),
     }
 }
 
@@ -43,20 +49,45 @@ pub struct DownBlock<B: Backend> {
 }
 
 impl<B: Backend> DownBlock<B> {
-    pub(crate) fn new(vb: &VarBuilder<B>, spec: &BlockSpec, downsample_padding: Option<usize>, next_layer: &mut usize) -> Result<Self> {
+    pub(crate) fn new(
+        vb: &VarBuilder<B>,
+        spec: &BlockSpec,
+        downsample_padding: Option<usize>,
+        next_layer: &mut usize,
+    ) -> Result<Self> {
         let resnets = (0..spec.layers)
             .map(|j| {
                 let c_in = if j == 0 { spec.c_in } else { spec.c_out };
-                ResnetBlock2D::new(&vb.pp(format!("resnets.{j}")), c_in, spec.c_out, spec.temb, spec.groups, spec.eps, 1.0)
+                ResnetBlock2D::new(
+                    &vb.pp(format!("resnets.{j}")),
+                    c_in,
+                    spec.c_out,
+                    spec.temb,
+                    spec.groups,
+                    spec.eps,
+                    1.0,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         let attentions = attentions(vb, spec, next_layer)?;
-        let downsampler = downsample_padding.map(|p| Downsample2D::new(&vb.pp("downsamplers.0"), spec.c_out, p)).transpose()?;
-        Ok(Self { resnets, attentions, downsampler })
+        let downsampler = downsample_padding
+            .map(|p| Downsample2D::new(&vb.pp("downsamplers.0"), spec.c_out, p))
+            .transpose()?;
+        Ok(Self {
+            resnets,
+            attentions,
+            downsampler,
+        })
     }
 
     /// Runs the block, pushing every intermediate output onto `skips` for the up path.
-    pub fn forward(&self, mut x: Tensor<B, 4>, temb: &Tensor<B, 2>, cond: &Conditioning<B>, skips: &mut Vec<Tensor<B, 4>>) -> Tensor<B, 4> {
+    pub fn forward(
+        &self,
+        mut x: Tensor<B, 4>,
+        temb: &Tensor<B, 2>,
+        cond: &Conditioning<B>,
+        skips: &mut Vec<Tensor<B, 4>>,
+    ) -> Tensor<B, 4> {
         for (j, resnet) in self.resnets.iter().enumerate() {
             x = resnet.forward(x, temb);
             if let Some(attn) = self.attentions.get(j) {
@@ -81,17 +112,40 @@ pub struct MidBlock<B: Backend> {
 }
 
 impl<B: Backend> MidBlock<B> {
-    pub(crate) fn new(vb: &VarBuilder<B>, spec: &BlockSpec, scale: f64, next_layer: &mut usize) -> Result<Self> {
+    pub(crate) fn new(
+        vb: &VarBuilder<B>,
+        spec: &BlockSpec,
+        scale: f64,
+        next_layer: &mut usize,
+    ) -> Result<Self> {
         let c = spec.c_out;
         let resnets = (0..2)
-            .map(|j| ResnetBlock2D::new(&vb.pp(format!("resnets.{j}")), c, c, spec.temb, spec.groups, spec.eps, scale))
+            .map(|j| {
+                ResnetBlock2D::new(
+                    &vb.pp(format!("resnets.{j}")),
+                    c,
+                    c,
+                    spec.temb,
+                    spec.groups,
+                    spec.eps,
+                    scale,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { resnets, attentions: attentions(vb, spec, next_layer)? })
+        Ok(Self {
+            resnets,
+            attentions: attentions(vb, spec, next_layer)?,
+        })
     }
 
     /// # Shapes
     /// - x: `[batch, c, h, w]` -> `[batch, c, h, w]`
-    pub fn forward(&self, x: Tensor<B, 4>, temb: &Tensor<B, 2>, cond: &Conditioning<B>) -> Tensor<B, 4> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        temb: &Tensor<B, 2>,
+        cond: &Conditioning<B>,
+    ) -> Tensor<B, 4> {
         let mut x = self.resnets[0].forward(x, temb);
         for (attn, resnet) in self.attentions.iter().zip(&self.resnets[1..]) {
             x = resnet.forward(attn.forward(x, cond), temb);
@@ -113,17 +167,44 @@ pub struct UpBlock<B: Backend> {
 impl<B: Backend> UpBlock<B> {
     /// `prev` is the previous up block's output width, `skip_in` the input width of the
     /// matching down block; `spec.c_in` is unused here.
-    pub(crate) fn new(vb: &VarBuilder<B>, spec: &BlockSpec, prev: usize, skip_in: usize, upsample: bool, next_layer: &mut usize) -> Result<Self> {
+    pub(crate) fn new(
+        vb: &VarBuilder<B>,
+        spec: &BlockSpec,
+        prev: usize,
+        skip_in: usize,
+        upsample: bool,
+        next_layer: &mut usize,
+    ) -> Result<Self> {
         let resnets = (0..spec.layers)
             .map(|j| {
-                let skip = if j == spec.layers - 1 { skip_in } else { spec.c_out };
+                let skip = if j == spec.layers - 1 {
+                    skip_in
+                } else {
+                    spec.c_out
+                };
                 let c_in = if j == 0 { prev } else { spec.c_out };
-                ResnetBlock2D::new(&vb.pp(format!("resnets.{j}")), c_in + skip, spec.c_out, spec.temb, spec.groups, spec.eps, 1.0)
+                ResnetBlock2D::new(
+                    &vb.pp(format!("resnets.{j}")),
+                    c_in + skip,
+                    spec.c_out,
+                    spec.temb,
+                    spec.groups,
+                    spec.eps,
+                    1.0,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         let attentions = attentions(vb, spec, next_layer)?;
-        let upsampler = if upsample { Some(Upsample2D::new(&vb.pp("upsamplers.0"), spec.c_out)?) } else { None };
-        Ok(Self { resnets, attentions, upsampler })
+        let upsampler = if upsample {
+            Some(Upsample2D::new(&vb.pp("upsamplers.0"), spec.c_out)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            resnets,
+            attentions,
+            upsampler,
+        })
     }
 
     /// How many skip connections the block consumes.
@@ -133,16 +214,27 @@ impl<B: Backend> UpBlock<B> {
 
     /// Runs the block, popping its skip connections from the end of `skips`; the upsampler
     /// targets the size of the next skip so that odd latent sizes round-trip.
-    pub fn forward(&self, mut x: Tensor<B, 4>, temb: &Tensor<B, 2>, cond: &Conditioning<B>, skips: &mut Vec<Tensor<B, 4>>) -> Tensor<B, 4> {
+    pub fn forward(
+        &self,
+        mut x: Tensor<B, 4>,
+        temb: &Tensor<B, 2>,
+        cond: &Conditioning<B>,
+        skips: &mut Vec<Tensor<B, 4>>,
+    ) -> Tensor<B, 4> {
         for (j, resnet) in self.resnets.iter().enumerate() {
-            let skip = skips.pop().expect("the UNet keeps one skip per up-block ResNet");
+            let skip = skips
+                .pop()
+                .expect("the UNet keeps one skip per up-block ResNet");
             x = resnet.forward(Tensor::cat(vec![x, skip], 1), temb);
             if let Some(attn) = self.attentions.get(j) {
                 x = attn.forward(x, cond);
             }
         }
         if let Some(up) = &self.upsampler {
-            let [_, _, h, w] = skips.last().expect("an upsampling block is never the last").dims();
+            let [_, _, h, w] = skips
+                .last()
+                .expect("an upsampling block is never the last")
+                .dims();
             x = up.forward(x, [h, w]);
         }
         x

@@ -134,13 +134,23 @@ impl Default for UNet2DConditionConfig {
             center_input_sample: false,
             flip_sin_to_cos: true,
             freq_shift: 0,
-            down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
-                .map(String::from)
-                .to_vec(),
+            down_block_types: [
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
             mid_block_type: Some("UNetMidBlock2DCrossAttn".into()),
-            up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
-                .map(String::from)
-                .to_vec(),
+            up_block_types: [
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
             only_cross_attention: PerBlock::All(false),
             block_out_channels: vec![320, 640, 1280, 1280],
             layers_per_block: PerBlock::All(2),
@@ -227,8 +237,14 @@ impl UNet2DConditionConfig {
     /// Reads and validates a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-        let config: Self = serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Self = serde_json::from_str(&text).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
         config.resolve(path)?;
         Ok(config)
     }
@@ -238,7 +254,10 @@ impl UNet2DConditionConfig {
         self.check_supported(path)?;
         let blocks = self.block_out_channels.len();
         if blocks == 0 || blocks > MAX_BLOCKS {
-            return Err(Error::config(path, format!("block_out_channels must have 1 to {MAX_BLOCKS} entries")));
+            return Err(Error::config(
+                path,
+                format!("block_out_channels must have 1 to {MAX_BLOCKS} entries"),
+            ));
         }
         if self.down_block_types.len() != blocks || self.up_block_types.len() != blocks {
             return Err(Error::config(
@@ -247,47 +266,115 @@ impl UNet2DConditionConfig {
             ));
         }
         let groups = self.norm_num_groups;
-        for &c in self.block_out_channels.iter().chain([&self.in_channels, &self.out_channels, &self.cross_attention_dim]) {
+        for &c in self.block_out_channels.iter().chain([
+            &self.in_channels,
+            &self.out_channels,
+            &self.cross_attention_dim,
+        ]) {
             if c == 0 || c > MAX_CHANNELS {
-                return Err(Error::config(path, format!("channel count {c} is outside 1..={MAX_CHANNELS}")));
+                return Err(Error::config(
+                    path,
+                    format!("channel count {c} is outside 1..={MAX_CHANNELS}"),
+                ));
             }
         }
         if groups == 0 || self.block_out_channels.iter().any(|c| c % groups != 0) {
-            return Err(Error::config(path, format!("norm_num_groups {groups} must divide every block_out_channels entry")));
+            return Err(Error::config(
+                path,
+                format!("norm_num_groups {groups} must divide every block_out_channels entry"),
+            ));
         }
-        if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) || !(self.mid_block_scale_factor > 0.0 && self.mid_block_scale_factor.is_finite()) {
-            return Err(Error::config(path, "norm_eps and mid_block_scale_factor must be positive and finite"));
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        if !positive(self.norm_eps) || !positive(self.mid_block_scale_factor) {
+            return Err(Error::config(
+                path,
+                "norm_eps and mid_block_scale_factor must be positive and finite",
+            ));
         }
-        for (name, k) in [("conv_in_kernel", self.conv_in_kernel), ("conv_out_kernel", self.conv_out_kernel)] {
+        for (name, k) in [
+            ("conv_in_kernel", self.conv_in_kernel),
+            ("conv_out_kernel", self.conv_out_kernel),
+        ] {
             if k % 2 == 0 || k > 15 {
-                return Err(Error::config(path, format!("{name} must be odd and at most 15, got {k}")));
+                return Err(Error::config(
+                    path,
+                    format!("{name} must be odd and at most 15, got {k}"),
+                ));
             }
         }
         let kind = |name: &str, plain: &str, cross: &str| -> Result<BlockKind> {
             match name {
                 n if n == plain => Ok(BlockKind::Plain),
                 n if n == cross => Ok(BlockKind::CrossAttn),
-                other => Err(Error::unsupported(path, "block type", other, &format!("`{plain}` or `{cross}`"))),
+                other => Err(Error::unsupported(
+                    path,
+                    "block type",
+                    other,
+                    &format!("`{plain}` or `{cross}`"),
+                )),
             }
         };
-        let down_kinds = self.down_block_types.iter().map(|t| kind(t, "DownBlock2D", "CrossAttnDownBlock2D")).collect::<Result<Vec<_>>>()?;
-        let up_kinds = self.up_block_types.iter().map(|t| kind(t, "UpBlock2D", "CrossAttnUpBlock2D")).collect::<Result<Vec<_>>>()?;
-        let heads = self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).expand(blocks, "attention_head_dim", path)?;
-        let layers = self.layers_per_block.expand(blocks, "layers_per_block", path)?;
-        let transformer_layers = self.transformer_layers_per_block.expand(blocks, "transformer_layers_per_block", path)?;
+        let down_kinds = self
+            .down_block_types
+            .iter()
+            .map(|t| kind(t, "DownBlock2D", "CrossAttnDownBlock2D"))
+            .collect::<Result<Vec<_>>>()?;
+        let up_kinds = self
+            .up_block_types
+            .iter()
+            .map(|t| kind(t, "UpBlock2D", "CrossAttnUpBlock2D"))
+            .collect::<Result<Vec<_>>>()?;
+        let heads = self
+            .num_attention_heads
+            .as_ref()
+            .unwrap_or(&self.attention_head_dim)
+            .expand(blocks, "attention_head_dim", path)?;
+        let layers = self
+            .layers_per_block
+            .expand(blocks, "layers_per_block", path)?;
+        let transformer_layers = self.transformer_layers_per_block.expand(
+            blocks,
+            "transformer_layers_per_block",
+            path,
+        )?;
         for (i, (&c, &h)) in self.block_out_channels.iter().zip(&heads).enumerate() {
             if h == 0 || c % h != 0 {
-                return Err(Error::config(path, format!("block {i}: {h} attention heads do not divide {c} channels")));
+                return Err(Error::config(
+                    path,
+                    format!("block {i}: {h} attention heads do not divide {c} channels"),
+                ));
             }
         }
-        if layers.iter().chain(&transformer_layers).any(|&n| n == 0 || n > MAX_LAYERS) {
-            return Err(Error::config(path, format!("layers per block must be within 1..={MAX_LAYERS}")));
+        if layers
+            .iter()
+            .chain(&transformer_layers)
+            .any(|&n| n == 0 || n > MAX_LAYERS)
+        {
+            return Err(Error::config(
+                path,
+                format!("layers per block must be within 1..={MAX_LAYERS}"),
+            ));
         }
-        let time_embed_dim = self.time_embedding_dim.unwrap_or(self.block_out_channels[0] * 4);
-        if time_embed_dim == 0 || time_embed_dim > MAX_CHANNELS || self.block_out_channels[0] % 2 != 0 {
-            return Err(Error::config(path, "time embedding width must be positive and block_out_channels[0] even"));
+        let time_embed_dim = self
+            .time_embedding_dim
+            .unwrap_or(self.block_out_channels[0] * 4);
+        if time_embed_dim == 0
+            || time_embed_dim > MAX_CHANNELS
+            || !self.block_out_channels[0].is_multiple_of(2)
+        {
+            return Err(Error::config(
+                path,
+                "time embedding width must be positive and block_out_channels[0] even",
+            ));
         }
-        Ok(Resolved { down_kinds, up_kinds, heads, layers, transformer_layers, time_embed_dim })
+        Ok(Resolved {
+            down_kinds,
+            up_kinds,
+            heads,
+            layers,
+            transformer_layers,
+            time_embed_dim,
+        })
     }
 
     fn check_supported(&self, path: &Path) -> Result<()> {
@@ -313,14 +400,31 @@ impl UNet2DConditionConfig {
             if value == expected {
                 Ok(())
             } else {
-                Err(Error::unsupported(path, field, value, &format!("`{expected}`")))
+                Err(Error::unsupported(
+                    path,
+                    field,
+                    value,
+                    &format!("`{expected}`"),
+                ))
             }
         };
         exact("act_fn", &self.act_fn, "silu")?;
-        exact("time_embedding_type", &self.time_embedding_type, "positional")?;
-        exact("resnet_time_scale_shift", &self.resnet_time_scale_shift, "default")?;
+        exact(
+            "time_embedding_type",
+            &self.time_embedding_type,
+            "positional",
+        )?;
+        exact(
+            "resnet_time_scale_shift",
+            &self.resnet_time_scale_shift,
+            "default",
+        )?;
         exact("attention_type", &self.attention_type, "default")?;
-        exact("mid_block_type", self.mid_block_type.as_deref().unwrap_or("null"), "UNetMidBlock2DCrossAttn")?;
+        exact(
+            "mid_block_type",
+            self.mid_block_type.as_deref().unwrap_or("null"),
+            "UNetMidBlock2DCrossAttn",
+        )?;
         let only_cross = match &self.only_cross_attention {
             PerBlock::All(v) => *v,
             PerBlock::Each(v) => v.iter().any(|b| *b),
@@ -335,7 +439,12 @@ impl UNet2DConditionConfig {
             }
         }
         if self.resnet_out_scale_factor != 1.0 {
-            return Err(Error::unsupported(path, "resnet_out_scale_factor", self.resnet_out_scale_factor, "1.0"));
+            return Err(Error::unsupported(
+                path,
+                "resnet_out_scale_factor",
+                self.resnet_out_scale_factor,
+                "1.0",
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::config(path, "dropout must be in [0, 1)"));

@@ -63,7 +63,10 @@ pub struct TimestepEmbedding<B: Backend> {
 impl<B: Backend> TimestepEmbedding<B> {
     /// Builds `linear_1` (`d_in -> dim`) and `linear_2` (`dim -> dim`).
     pub fn new(vb: &VarBuilder<B>, d_in: usize, dim: usize) -> Result<Self> {
-        Ok(Self { linear_1: linear(&vb.pp("linear_1"), d_in, dim, true)?, linear_2: linear(&vb.pp("linear_2"), dim, dim, true)? })
+        Ok(Self {
+            linear_1: linear(&vb.pp("linear_1"), d_in, dim, true)?,
+            linear_2: linear(&vb.pp("linear_2"), dim, dim, true)?,
+        })
     }
 
     /// # Shapes

@@ -47,7 +47,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         let blocks = boc.len();
         let (groups, eps, temb) = (config.norm_num_groups, config.norm_eps, r.time_embed_dim);
         let transformer = |kind: BlockKind, channels: usize, heads: usize, depth: usize| {
-            (kind == BlockKind::CrossAttn).then(|| TransformerSpec {
+            (kind == BlockKind::CrossAttn).then_some(TransformerSpec {
                 channels,
                 heads,
                 depth,
@@ -67,10 +67,20 @@ impl<B: Backend> UNet2DConditionModel<B> {
                 groups,
                 eps,
                 layers: r.layers[i],
-                transformer: transformer(r.down_kinds[i], boc[i], r.heads[i], r.transformer_layers[i]),
+                transformer: transformer(
+                    r.down_kinds[i],
+                    boc[i],
+                    r.heads[i],
+                    r.transformer_layers[i],
+                ),
             };
             let padding = (i + 1 < blocks).then_some(config.downsample_padding);
-            down_blocks.push(DownBlock::new(&vb.pp(format!("down_blocks.{i}")), &spec, padding, &mut next_layer)?);
+            down_blocks.push(DownBlock::new(
+                &vb.pp(format!("down_blocks.{i}")),
+                &spec,
+                padding,
+                &mut next_layer,
+            )?);
         }
 
         let last = blocks - 1;
@@ -81,9 +91,19 @@ impl<B: Backend> UNet2DConditionModel<B> {
             groups,
             eps,
             layers: 1,
-            transformer: transformer(BlockKind::CrossAttn, boc[last], r.heads[last], r.transformer_layers[last]),
+            transformer: transformer(
+                BlockKind::CrossAttn,
+                boc[last],
+                r.heads[last],
+                r.transformer_layers[last],
+            ),
         };
-        let mid_block = MidBlock::new(&vb.pp("mid_block"), &mid_spec, config.mid_block_scale_factor, &mut next_layer)?;
+        let mid_block = MidBlock::new(
+            &vb.pp("mid_block"),
+            &mid_spec,
+            config.mid_block_scale_factor,
+            &mut next_layer,
+        )?;
 
         let mut up_blocks = Vec::with_capacity(blocks);
         let mut prev = boc[last];
@@ -96,22 +116,53 @@ impl<B: Backend> UNet2DConditionModel<B> {
                 groups,
                 eps,
                 layers: r.layers[rev] + 1,
-                transformer: transformer(r.up_kinds[i], boc[rev], r.heads[rev], r.transformer_layers[rev]),
+                transformer: transformer(
+                    r.up_kinds[i],
+                    boc[rev],
+                    r.heads[rev],
+                    r.transformer_layers[rev],
+                ),
             };
             let skip_in = boc[rev.saturating_sub(1)];
-            up_blocks.push(UpBlock::new(&vb.pp(format!("up_blocks.{i}")), &spec, prev, skip_in, i < last, &mut next_layer)?);
+            up_blocks.push(UpBlock::new(
+                &vb.pp(format!("up_blocks.{i}")),
+                &spec,
+                prev,
+                skip_in,
+                i < last,
+                &mut next_layer,
+            )?);
             prev = boc[rev];
         }
 
         Ok(Self {
-            time_proj: Timesteps::new(boc[0], config.flip_sin_to_cos, config.freq_shift, vb.device()),
+            time_proj: Timesteps::new(
+                boc[0],
+                config.flip_sin_to_cos,
+                config.freq_shift,
+                vb.device(),
+            ),
             time_embedding: TimestepEmbedding::new(&vb.pp("time_embedding"), boc[0], temb)?,
-            conv_in: conv2d(&vb.pp("conv_in"), config.in_channels, boc[0], config.conv_in_kernel, 1, config.conv_in_kernel / 2)?,
+            conv_in: conv2d(
+                &vb.pp("conv_in"),
+                config.in_channels,
+                boc[0],
+                config.conv_in_kernel,
+                1,
+                config.conv_in_kernel / 2,
+            )?,
             down_blocks,
             mid_block,
             up_blocks,
             conv_norm_out: group_norm(&vb.pp("conv_norm_out"), groups, boc[0], eps)?,
-            conv_out: conv2d(&vb.pp("conv_out"), boc[0], config.out_channels, config.conv_out_kernel, 1, config.conv_out_kernel / 2)?,
+            conv_out: conv2d(
+                &vb.pp("conv_out"),
+                boc[0],
+                config.out_channels,
+                config.conv_out_kernel,
+                1,
+                config.conv_out_kernel / 2,
+            )?,
             config: config.clone(),
             cross_attention_layers: next_layer,
         })
@@ -125,15 +176,27 @@ impl<B: Backend> UNet2DConditionModel<B> {
 
     /// Builds the model from diffusers-named weights and checks that every stored tensor was
     /// used: a checkpoint that does not match the config is an error, not a partial load.
-    pub fn load(config: &UNet2DConditionConfig, weights: &SafetensorsWeights, device: &B::Device) -> Result<Self> {
-        let model = Self::new(config, &VarBuilder::from_weights(weights, device), weights.path())?;
+    pub fn load(
+        config: &UNet2DConditionConfig,
+        weights: &SafetensorsWeights,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let model = Self::new(
+            config,
+            &VarBuilder::from_weights(weights, device),
+            weights.path(),
+        )?;
         weights.ensure_all_used()?;
         Ok(model)
     }
 
     /// Loads the `unet` component of a diffusers model directory (`variant` picks e.g. the
     /// `fp16` weights file).
-    pub fn from_model_dir(dir: &ModelDir, variant: Option<&str>, device: &B::Device) -> Result<Self> {
+    pub fn from_model_dir(
+        dir: &ModelDir,
+        variant: Option<&str>,
+        device: &B::Device,
+    ) -> Result<Self> {
         let folder = dir.component("unet", "UNet2DConditionModel")?;
         let config = UNet2DConditionConfig::from_file(folder.join("config.json"))?;
         let weights = ModelDir::weights(&folder, "diffusion_pytorch_model", variant)?;
@@ -155,7 +218,10 @@ impl<B: Backend> UNet2DConditionModel<B> {
     pub fn transformer_blocks(&self) -> Vec<&BasicTransformerBlock<B>> {
         let down = self.down_blocks.iter().flat_map(|b| &b.attentions);
         let up = self.up_blocks.iter().flat_map(|b| &b.attentions);
-        down.chain(&self.mid_block.attentions).chain(up).flat_map(|t| &t.transformer_blocks).collect()
+        down.chain(&self.mid_block.attentions)
+            .chain(up)
+            .flat_map(|t| &t.transformer_blocks)
+            .collect()
     }
 
     /// Mutable access to every transformer block, in the stable layer order, for attaching
@@ -163,7 +229,10 @@ impl<B: Backend> UNet2DConditionModel<B> {
     pub fn transformer_blocks_mut(&mut self) -> Vec<&mut BasicTransformerBlock<B>> {
         let down = self.down_blocks.iter_mut().flat_map(|b| &mut b.attentions);
         let up = self.up_blocks.iter_mut().flat_map(|b| &mut b.attentions);
-        down.chain(&mut self.mid_block.attentions).chain(up).flat_map(|t| &mut t.transformer_blocks).collect()
+        down.chain(&mut self.mid_block.attentions)
+            .chain(up)
+            .flat_map(|t| &mut t.transformer_blocks)
+            .collect()
     }
 
     /// Predicts the noise (or v, or x0, per the scheduler's prediction type) in `sample`.
@@ -175,21 +244,48 @@ impl<B: Backend> UNet2DConditionModel<B> {
     /// - sample: `[batch, in_channels, h, w]` (any `h`, `w` >= 1)
     /// - timesteps: `[batch]` or `[1]` (broadcast), in training-step units (0..1000)
     /// - output: `[batch, out_channels, h, w]`
-    pub fn forward(&self, sample: Tensor<B, 4>, timesteps: Tensor<B, 1>, cond: &Conditioning<B>) -> Result<Tensor<B, 4>> {
+    pub fn forward(
+        &self,
+        sample: Tensor<B, 4>,
+        timesteps: Tensor<B, 1>,
+        cond: &Conditioning<B>,
+    ) -> Result<Tensor<B, 4>> {
         let [batch, channels, _, _] = sample.dims();
         if channels != self.config.in_channels {
-            return Err(Error::InvalidInput(format!("sample has {channels} channels, the UNet takes {}", self.config.in_channels)));
+            return Err(Error::InvalidInput(format!(
+                "sample has {channels} channels, the UNet takes {}",
+                self.config.in_channels
+            )));
         }
         let timesteps = match timesteps.dims()[0] {
             n if n == batch => timesteps,
             1 => timesteps.repeat_dim(0, batch),
-            n => return Err(Error::InvalidInput(format!("{n} timesteps for a batch of {batch}"))),
+            n => {
+                return Err(Error::InvalidInput(format!(
+                    "{n} timesteps for a batch of {batch}"
+                )))
+            }
         };
-        let ranks: Vec<Vec<usize>> = self.transformer_blocks().iter().map(|b| b.bank_ranks()).collect();
-        cond.validate(self.cross_attention_layers, self.config.cross_attention_dim, batch, &ranks)?;
+        let ranks: Vec<Vec<usize>> = self
+            .transformer_blocks()
+            .iter()
+            .map(|b| b.bank_ranks())
+            .collect();
+        cond.validate(
+            self.cross_attention_layers,
+            self.config.cross_attention_dim,
+            batch,
+            &ranks,
+        )?;
 
-        let sample = if self.config.center_input_sample { sample * 2.0 - 1.0 } else { sample };
-        let temb = self.time_embedding.forward(self.time_proj.forward(timesteps));
+        let sample = if self.config.center_input_sample {
+            sample * 2.0 - 1.0
+        } else {
+            sample
+        };
+        let temb = self
+            .time_embedding
+            .forward(self.time_proj.forward(timesteps));
         let mut x = self.conv_in.forward(sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {

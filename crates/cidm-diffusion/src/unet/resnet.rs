@@ -27,14 +27,26 @@ pub struct ResnetBlock2D<B: Backend> {
 
 impl<B: Backend> ResnetBlock2D<B> {
     /// Builds a block from `c_in` to `c_out` channels.
-    pub fn new(vb: &VarBuilder<B>, c_in: usize, c_out: usize, temb: usize, groups: usize, eps: f64, output_scale_factor: f64) -> Result<Self> {
+    pub fn new(
+        vb: &VarBuilder<B>,
+        c_in: usize,
+        c_out: usize,
+        temb: usize,
+        groups: usize,
+        eps: f64,
+        output_scale_factor: f64,
+    ) -> Result<Self> {
         Ok(Self {
             norm1: group_norm(&vb.pp("norm1"), groups, c_in, eps)?,
             conv1: conv2d(&vb.pp("conv1"), c_in, c_out, 3, 1, 1)?,
             time_emb_proj: linear(&vb.pp("time_emb_proj"), temb, c_out, true)?,
             norm2: group_norm(&vb.pp("norm2"), groups, c_out, eps)?,
             conv2: conv2d(&vb.pp("conv2"), c_out, c_out, 3, 1, 1)?,
-            conv_shortcut: if c_in != c_out { Some(conv2d(&vb.pp("conv_shortcut"), c_in, c_out, 1, 1, 0)?) } else { None },
+            conv_shortcut: if c_in != c_out {
+                Some(conv2d(&vb.pp("conv_shortcut"), c_in, c_out, 1, 1, 0)?)
+            } else {
+                None
+            },
             output_scale_factor,
         })
     }
@@ -43,7 +55,10 @@ impl<B: Backend> ResnetBlock2D<B> {
     /// - x: `[batch, c_in, h, w]`, temb: `[batch, temb]` -> `[batch, c_out, h, w]`
     pub fn forward(&self, x: Tensor<B, 4>, temb: &Tensor<B, 2>) -> Tensor<B, 4> {
         let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let t = self.time_emb_proj.forward(silu(temb.clone())).unsqueeze_dims::<4>(&[2, 3]);
+        let t = self
+            .time_emb_proj
+            .forward(silu(temb.clone()))
+            .unsqueeze_dims::<4>(&[2, 3]);
         let h = self.conv2.forward(silu(self.norm2.forward(h + t)));
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
@@ -90,15 +105,23 @@ pub struct Upsample2D<B: Backend> {
 }
 
 /// Source indices of PyTorch's `nearest` interpolation: `floor(i * in / out)`.
-fn nearest_indices<B: Backend>(size_in: usize, size_out: usize, device: &B::Device) -> Tensor<B, 1, Int> {
-    let indices: Vec<i64> = (0..size_out).map(|i| ((i * size_in) / size_out) as i64).collect();
+fn nearest_indices<B: Backend>(
+    size_in: usize,
+    size_out: usize,
+    device: &B::Device,
+) -> Tensor<B, 1, Int> {
+    let indices: Vec<i64> = (0..size_out)
+        .map(|i| ((i * size_in) / size_out) as i64)
+        .collect();
     Tensor::from_ints(indices.as_slice(), device)
 }
 
 impl<B: Backend> Upsample2D<B> {
     /// Builds the convolution.
     pub fn new(vb: &VarBuilder<B>, channels: usize) -> Result<Self> {
-        Ok(Self { conv: conv2d(&vb.pp("conv"), channels, channels, 3, 1, 1)? })
+        Ok(Self {
+            conv: conv2d(&vb.pp("conv"), channels, channels, 3, 1, 1)?,
+        })
     }
 
     /// Upsamples to `size` (twice the input size unless the skip connection it will be
@@ -111,9 +134,13 @@ impl<B: Backend> Upsample2D<B> {
         let device = x.device();
         let x = if size == [2 * h, 2 * w] {
             let [b, c, _, _] = x.dims();
-            x.reshape([b, c, h, 1, w, 1]).repeat_dim(3, 2).repeat_dim(5, 2).reshape([b, c, 2 * h, 2 * w])
+            x.reshape([b, c, h, 1, w, 1])
+                .repeat_dim(3, 2)
+                .repeat_dim(5, 2)
+                .reshape([b, c, 2 * h, 2 * w])
         } else {
-            x.select(2, nearest_indices::<B>(h, size[0], &device)).select(3, nearest_indices::<B>(w, size[1], &device))
+            x.select(2, nearest_indices::<B>(h, size[0], &device))
+                .select(3, nearest_indices::<B>(w, size[1], &device))
         };
         self.conv.forward(x)
     }

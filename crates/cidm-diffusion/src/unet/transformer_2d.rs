@@ -68,13 +68,23 @@ pub(crate) struct TransformerSpec {
 impl<B: Backend> Transformer2DModel<B> {
     /// Builds the model; its blocks take cross-attention layer indices from `next_layer` on,
     /// which is advanced past them.
-    pub(crate) fn new(vb: &VarBuilder<B>, spec: &TransformerSpec, next_layer: &mut usize) -> Result<Self> {
+    pub(crate) fn new(
+        vb: &VarBuilder<B>,
+        spec: &TransformerSpec,
+        next_layer: &mut usize,
+    ) -> Result<Self> {
         let c = spec.channels;
         let blocks = (0..spec.depth)
             .map(|i| {
                 let layer = *next_layer;
                 *next_layer += 1;
-                BasicTransformerBlock::new(&vb.pp(format!("transformer_blocks.{i}")), c, spec.context_dim, spec.heads, layer)
+                BasicTransformerBlock::new(
+                    &vb.pp(format!("transformer_blocks.{i}")),
+                    c,
+                    spec.context_dim,
+                    spec.heads,
+                    layer,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {

@@ -12,12 +12,17 @@ pub type B = burn::backend::Flex;
 
 /// The fixtures folder written by `tools/*_fixtures.py`.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
 }
 
 /// Reads tensor `name` of any shape from a safetensors file as f32.
 pub fn read(weights: &SafetensorsWeights, name: &str) -> TensorData {
-    let shape = weights.shape(name).unwrap_or_else(|| panic!("fixture tensor {name} missing")).to_vec();
+    let shape = weights
+        .shape(name)
+        .unwrap_or_else(|| panic!("fixture tensor {name} missing"))
+        .to_vec();
     weights.read_f32(name, &shape).unwrap()
 }
 
