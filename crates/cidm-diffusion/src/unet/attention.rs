@@ -14,8 +14,8 @@ use crate::loading::VarBuilder;
 use crate::lowrank::AdaptableLinear;
 use crate::nn::{linear, LayerNorm};
 
-/// Multi-head attention with adaptable projections `to_q`, `to_k`, `to_v` (no bias) and
-/// `to_out.0` (with bias): `softmax(Q K^T / sqrt(d)) V` per head.
+/// Multi-head attention with adaptable projections `to_q`, `to_k`, `to_v` (biased only in the
+/// VAE) and `to_out.0` (with bias): `softmax(Q K^T / sqrt(d)) V` per head.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
     /// Query projection.
@@ -31,19 +31,28 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     /// Builds the projections; `context_dim` is the key/value input width (the query width
-    /// for self-attention).
+    /// for self-attention); `qkv_bias` gives `to_q`, `to_k`, `to_v` biases (the VAE's do).
     pub fn new(
         vb: &VarBuilder<B>,
         query_dim: usize,
         context_dim: usize,
         heads: usize,
         head_dim: usize,
+        qkv_bias: bool,
     ) -> Result<Self> {
         let inner = heads * head_dim;
+        let project = |name: &str, d_in: usize| -> Result<AdaptableLinear<B>> {
+            Ok(AdaptableLinear::new(linear(
+                &vb.pp(name),
+                d_in,
+                inner,
+                qkv_bias,
+            )?))
+        };
         Ok(Self {
-            to_q: AdaptableLinear::new(linear(&vb.pp("to_q"), query_dim, inner, false)?),
-            to_k: AdaptableLinear::new(linear(&vb.pp("to_k"), context_dim, inner, false)?),
-            to_v: AdaptableLinear::new(linear(&vb.pp("to_v"), context_dim, inner, false)?),
+            to_q: project("to_q", query_dim)?,
+            to_k: project("to_k", context_dim)?,
+            to_v: project("to_v", context_dim)?,
             to_out: AdaptableLinear::new(linear(&vb.pp("to_out.0"), inner, query_dim, true)?),
             heads,
         })
@@ -158,9 +167,9 @@ impl<B: Backend> BasicTransformerBlock<B> {
         let head_dim = dim / heads;
         Ok(Self {
             norm1: LayerNorm::new(&vb.pp("norm1"), dim, 1e-5)?,
-            attn1: Attention::new(&vb.pp("attn1"), dim, dim, heads, head_dim)?,
+            attn1: Attention::new(&vb.pp("attn1"), dim, dim, heads, head_dim, false)?,
             norm2: LayerNorm::new(&vb.pp("norm2"), dim, 1e-5)?,
-            attn2: Attention::new(&vb.pp("attn2"), dim, context_dim, heads, head_dim)?,
+            attn2: Attention::new(&vb.pp("attn2"), dim, context_dim, heads, head_dim, false)?,
             norm3: LayerNorm::new(&vb.pp("norm3"), dim, 1e-5)?,
             ff: FeedForward::new(&vb.pp("ff"), dim)?,
             layer,

@@ -62,7 +62,7 @@ impl<B: Backend> DownBlock<B> {
                     &vb.pp(format!("resnets.{j}")),
                     c_in,
                     spec.c_out,
-                    spec.temb,
+                    Some(spec.temb),
                     spec.groups,
                     spec.eps,
                     1.0,
@@ -89,7 +89,7 @@ impl<B: Backend> DownBlock<B> {
         skips: &mut Vec<Tensor<B, 4>>,
     ) -> Tensor<B, 4> {
         for (j, resnet) in self.resnets.iter().enumerate() {
-            x = resnet.forward(x, temb);
+            x = resnet.forward(x, Some(temb));
             if let Some(attn) = self.attentions.get(j) {
                 x = attn.forward(x, cond);
             }
@@ -125,7 +125,7 @@ impl<B: Backend> MidBlock<B> {
                     &vb.pp(format!("resnets.{j}")),
                     c,
                     c,
-                    spec.temb,
+                    Some(spec.temb),
                     spec.groups,
                     spec.eps,
                     scale,
@@ -146,9 +146,9 @@ impl<B: Backend> MidBlock<B> {
         temb: &Tensor<B, 2>,
         cond: &Conditioning<B>,
     ) -> Tensor<B, 4> {
-        let mut x = self.resnets[0].forward(x, temb);
+        let mut x = self.resnets[0].forward(x, Some(temb));
         for (attn, resnet) in self.attentions.iter().zip(&self.resnets[1..]) {
-            x = resnet.forward(attn.forward(x, cond), temb);
+            x = resnet.forward(attn.forward(x, cond), Some(temb));
         }
         x
     }
@@ -187,7 +187,7 @@ impl<B: Backend> UpBlock<B> {
                     &vb.pp(format!("resnets.{j}")),
                     c_in + skip,
                     spec.c_out,
-                    spec.temb,
+                    Some(spec.temb),
                     spec.groups,
                     spec.eps,
                     1.0,
@@ -225,7 +225,7 @@ impl<B: Backend> UpBlock<B> {
             let skip = skips
                 .pop()
                 .expect("the UNet keeps one skip per up-block ResNet");
-            x = resnet.forward(Tensor::cat(vec![x, skip], 1), temb);
+            x = resnet.forward(Tensor::cat(vec![x, skip], 1), Some(temb));
             if let Some(attn) = self.attentions.get(j) {
                 x = attn.forward(x, cond);
             }

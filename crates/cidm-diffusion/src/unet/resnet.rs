@@ -18,7 +18,7 @@ use crate::nn::{conv2d, group_norm, linear};
 pub struct ResnetBlock2D<B: Backend> {
     norm1: GroupNorm<B>,
     conv1: Conv2d<B>,
-    time_emb_proj: Linear<B>,
+    time_emb_proj: Option<Linear<B>>,
     norm2: GroupNorm<B>,
     conv2: Conv2d<B>,
     conv_shortcut: Option<Conv2d<B>>,
@@ -26,12 +26,13 @@ pub struct ResnetBlock2D<B: Backend> {
 }
 
 impl<B: Backend> ResnetBlock2D<B> {
-    /// Builds a block from `c_in` to `c_out` channels.
+    /// Builds a block from `c_in` to `c_out` channels; `temb` is the time embedding width, or
+    /// `None` for the VAE's blocks, which have no time conditioning.
     pub fn new(
         vb: &VarBuilder<B>,
         c_in: usize,
         c_out: usize,
-        temb: usize,
+        temb: Option<usize>,
         groups: usize,
         eps: f64,
         output_scale_factor: f64,
@@ -39,7 +40,9 @@ impl<B: Backend> ResnetBlock2D<B> {
         Ok(Self {
             norm1: group_norm(&vb.pp("norm1"), groups, c_in, eps)?,
             conv1: conv2d(&vb.pp("conv1"), c_in, c_out, 3, 1, 1)?,
-            time_emb_proj: linear(&vb.pp("time_emb_proj"), temb, c_out, true)?,
+            time_emb_proj: temb
+                .map(|temb| linear(&vb.pp("time_emb_proj"), temb, c_out, true))
+                .transpose()?,
             norm2: group_norm(&vb.pp("norm2"), groups, c_out, eps)?,
             conv2: conv2d(&vb.pp("conv2"), c_out, c_out, 3, 1, 1)?,
             conv_shortcut: if c_in != c_out {
@@ -53,13 +56,16 @@ impl<B: Backend> ResnetBlock2D<B> {
 
     /// # Shapes
     /// - x: `[batch, c_in, h, w]`, temb: `[batch, temb]` -> `[batch, c_out, h, w]`
-    pub fn forward(&self, x: Tensor<B, 4>, temb: &Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let t = self
-            .time_emb_proj
-            .forward(silu(temb.clone()))
-            .unsqueeze_dims::<4>(&[2, 3]);
-        let h = self.conv2.forward(silu(self.norm2.forward(h + t)));
+    ///
+    /// `temb` is ignored by blocks built without a time embedding.
+    pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
+        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
+            h = h + proj
+                .forward(silu(temb.clone()))
+                .unsqueeze_dims::<4>(&[2, 3]);
+        }
+        let h = self.conv2.forward(silu(self.norm2.forward(h)));
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,
