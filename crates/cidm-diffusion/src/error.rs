@@ -9,8 +9,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong while loading a model or running it on bad input.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file or directory could not be read.
-    #[error("{path}: cannot read: {source}")]
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -97,6 +97,15 @@ pub enum Error {
     /// A tensor passed to a forward function or scheduler has the wrong shape or size.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A tokenizer file is not what it claims to be (a merges line that is not a pair, a
+    /// token missing from the vocabulary, a tokenizer.json of another model type, ...).
+    #[error("{path}: invalid tokenizer: {reason}")]
+    Tokenizer {
+        /// The tokenizer file, or its folder when the files disagree with each other.
+        path: PathBuf,
+        /// What is wrong, in the tokenizers library's words where it found it.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -10,16 +10,23 @@
 //! - every attention projection is an [`AdaptableLinear`]: a frozen base plus an optional
 //!   [`LowRankBank`] with optional per-sample gates.
 
+pub mod clip;
 pub mod conditioning;
 pub mod error;
+pub mod io;
 pub mod loading;
 pub mod lowrank;
 pub mod nn;
+pub mod pipeline;
 pub mod schedulers;
 pub mod unet;
+pub mod vae;
 
+pub use clip::{CLIPTextConfig, CLIPTextModel, CLIPTokenizer, TokenizedPrompt};
 pub use conditioning::{Conditioning, PerLayer};
 pub use error::{Error, Result};
 pub use loading::{ModelDir, SafetensorsWeights, VarBuilder};
 pub use lowrank::{AdaptableLinear, LowRankBank};
+pub use pipeline::{GenerationRequest, Sampler, StableDiffusion};
 pub use unet::{UNet2DConditionConfig, UNet2DConditionModel};
+pub use vae::{to_rgb8, AutoencoderKL, AutoencoderKLConfig, DiagonalGaussian, Rgb8Image};

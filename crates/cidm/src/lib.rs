@@ -5,5 +5,6 @@
 //! (`flex` by default; `ndarray`, `wgpu`, `cuda`, plus `f16` for half precision on GPUs).
 
 pub mod backend;
+pub mod images;
 
 pub use cidm_diffusion as diffusion;

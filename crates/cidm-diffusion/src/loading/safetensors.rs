@@ -184,6 +184,28 @@ impl SafetensorsWeights {
         Ok(TensorData::new(values, entry.shape.clone()))
     }
 
+    /// Accepts a stored tensor the model deliberately does not read (a buffer such as CLIP's
+    /// int64 `position_ids`), after checking its shape, so that [`Self::ensure_all_used`] does
+    /// not report it. Returns whether it was present.
+    pub fn skip(&self, name: &str, expected: &[usize]) -> Result<bool> {
+        let Some(entry) = self.entries.get(name) else {
+            return Ok(false);
+        };
+        if entry.shape != expected {
+            return Err(Error::ShapeMismatch {
+                path: self.files[entry.file].0.clone(),
+                tensor: name.to_string(),
+                expected: expected.to_vec(),
+                found: entry.shape.clone(),
+            });
+        }
+        self.taken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string());
+        Ok(true)
+    }
+
     /// Fails with [`Error::UnusedTensors`] when some stored tensor was never read: the weights
     /// do not belong to the config the model was built from.
     pub fn ensure_all_used(&self) -> Result<()> {

@@ -26,7 +26,9 @@ pub struct Attention<B: Backend> {
     pub to_v: AdaptableLinear<B>,
     /// Output projection (diffusers' `to_out.0`).
     pub to_out: AdaptableLinear<B>,
-    heads: usize,
+    /// Head count; crate-visible so that the VAE can assemble one from projections stored
+    /// under deprecated names.
+    pub(crate) heads: usize,
 }
 
 impl<B: Backend> Attention<B> {

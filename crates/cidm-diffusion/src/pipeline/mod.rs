@@ -1,0 +1,12 @@
+//! Text-to-image generation with a diffusers Stable Diffusion directory: prompt encoding,
+//! classifier-free guidance, the sampling loop and latent files.
+
+mod latents;
+mod request;
+mod sampling;
+mod stable_diffusion;
+
+pub use latents::{gaussian_latents, read_latents, write_latents, LATENTS_KEY};
+pub use request::{GenerationRequest, Sampler};
+pub use sampling::{apply_guidance, sample, SamplingSettings};
+pub use stable_diffusion::{EncodedPrompts, StableDiffusion};
