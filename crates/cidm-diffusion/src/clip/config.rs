@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::loading::json::read_json;
 
 /// The activation between `mlp.fc1` and `mlp.fc2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,14 +108,7 @@ impl CLIPTextConfig {
     /// Reads and validates a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let config: Self = read_json(path)?;
         config.validate(path)?;
         Ok(config)
     }

@@ -105,9 +105,9 @@ impl<B: Backend> CLIPTextModel<B> {
         variant: Option<&str>,
         device: &B::Device,
     ) -> Result<Self> {
-        let folder = dir.component("text_encoder", "CLIPTextModel")?;
+        let (folder, weights) =
+            dir.open_component("text_encoder", "CLIPTextModel", "model", variant)?;
         let config = CLIPTextConfig::from_file(folder.join("config.json"))?;
-        let weights = ModelDir::weights(&folder, "model", variant)?;
         Self::load(&config, &weights, device)
     }
 

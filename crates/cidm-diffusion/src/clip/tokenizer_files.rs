@@ -18,6 +18,7 @@ use tokenizers::models::bpe::{Merges, Vocab};
 use tokenizers::AddedToken;
 
 use crate::error::{Error, Result};
+use crate::loading::json::{read_json, read_text};
 
 /// CLIP's context length, used when `tokenizer_config.json` declares no limit.
 const CLIP_CONTEXT: usize = 77;
@@ -199,20 +200,6 @@ fn tokenizer_error(path: &Path, reason: impl Into<String>) -> Error {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
-}
-
-fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    serde_json::from_str(&read_text(path)?).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 fn read_optional_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {

@@ -1,5 +1,6 @@
 //! Reading diffusers-format weights and model directories.
 
+pub(crate) mod json;
 mod model_dir;
 mod safetensors;
 mod var_builder;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::json::read_json;
 use super::SafetensorsWeights;
 use crate::error::{Error, Result};
 
@@ -27,15 +28,7 @@ impl ModelDir {
             });
         }
         let index_path = root.join("model_index.json");
-        let text = std::fs::read_to_string(&index_path).map_err(|source| Error::Io {
-            path: index_path.clone(),
-            source,
-        })?;
-        let raw: BTreeMap<String, serde_json::Value> =
-            serde_json::from_str(&text).map_err(|source| Error::Json {
-                path: index_path.clone(),
-                source,
-            })?;
+        let raw: BTreeMap<String, serde_json::Value> = read_json(&index_path)?;
         let components = raw
             .into_iter()
             .filter(|(key, _)| !key.starts_with('_'))
@@ -80,6 +73,20 @@ impl ModelDir {
                 format!("no `{component}` component is listed"),
             )),
         }
+    }
+
+    /// The folder and the weights of a component, after checking its class: what every
+    /// model's `from_model_dir` needs (the config is at `folder/config.json`).
+    pub fn open_component(
+        &self,
+        component: &str,
+        class: &str,
+        weights_stem: &str,
+        variant: Option<&str>,
+    ) -> Result<(PathBuf, SafetensorsWeights)> {
+        let folder = self.component(component, class)?;
+        let weights = Self::weights(&folder, weights_stem, variant)?;
+        Ok((folder, weights))
     }
 
     /// Opens the safetensors weights of a component folder: `{stem}.safetensors`, or the

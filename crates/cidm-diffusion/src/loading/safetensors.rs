@@ -11,6 +11,7 @@ use burn::tensor::TensorData;
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
+use super::json::read_json;
 use crate::error::{Error, Result};
 
 /// Where one tensor lives: which mapped file, and the byte range of its data.
@@ -59,14 +60,7 @@ impl SafetensorsWeights {
             weight_map: HashMap<String, String>,
         }
         let index = index.as_ref();
-        let text = std::fs::read_to_string(index).map_err(|source| Error::Io {
-            path: index.to_path_buf(),
-            source,
-        })?;
-        let parsed: Index = serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: index.to_path_buf(),
-            source,
-        })?;
+        let parsed: Index = read_json(index)?;
         let dir = index.parent().unwrap_or(Path::new("."));
         let shards: BTreeSet<&String> = parsed.weight_map.values().collect();
         let mut weights = Self {

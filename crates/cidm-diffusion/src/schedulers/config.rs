@@ -13,6 +13,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::loading::json::read_text;
 
 /// Path reported in errors for configs that did not come from a file.
 const MEMORY: &str = "<memory>";
@@ -126,11 +127,7 @@ impl SchedulerConfig {
     /// Reads and validates a diffusers `scheduler_config.json`; errors name `path`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read_text(path)?, path)
     }
 
     /// Parses and validates the text of a diffusers scheduler config; errors name `<memory>`.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::loading::json::read_json;
 
 /// A value diffusers accepts either as one number for all blocks or as a per-block list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,14 +238,7 @@ impl UNet2DConditionConfig {
     /// Reads and validates a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let config: Self = read_json(path)?;
         config.resolve(path)?;
         Ok(config)
     }

@@ -197,9 +197,13 @@ impl<B: Backend> UNet2DConditionModel<B> {
         variant: Option<&str>,
         device: &B::Device,
     ) -> Result<Self> {
-        let folder = dir.component("unet", "UNet2DConditionModel")?;
+        let (folder, weights) = dir.open_component(
+            "unet",
+            "UNet2DConditionModel",
+            "diffusion_pytorch_model",
+            variant,
+        )?;
         let config = UNet2DConditionConfig::from_file(folder.join("config.json"))?;
-        let weights = ModelDir::weights(&folder, "diffusion_pytorch_model", variant)?;
         Self::load(&config, &weights, device)
     }
 

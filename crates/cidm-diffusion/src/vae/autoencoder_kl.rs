@@ -94,9 +94,9 @@ impl<B: Backend> AutoencoderKL<B> {
         variant: Option<&str>,
         device: &B::Device,
     ) -> Result<Self> {
-        let folder = dir.component("vae", "AutoencoderKL")?;
+        let (folder, weights) =
+            dir.open_component("vae", "AutoencoderKL", "diffusion_pytorch_model", variant)?;
         let config = AutoencoderKLConfig::from_file(folder.join("config.json"))?;
-        let weights = ModelDir::weights(&folder, "diffusion_pytorch_model", variant)?;
         Self::load(&config, &weights, device)
     }
 

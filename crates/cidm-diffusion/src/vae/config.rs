@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::loading::json::read_json;
 
 /// The only down block type of the KL autoencoders this crate builds.
 pub const DOWN_BLOCK: &str = "DownEncoderBlock2D";
@@ -111,14 +112,7 @@ impl AutoencoderKLConfig {
     /// Reads and validates a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let config: Self = read_json(path)?;
         config.validate(path)?;
         Ok(config)
     }
