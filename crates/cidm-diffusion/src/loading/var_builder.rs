@@ -81,6 +81,11 @@ impl<'a, B: Backend> VarBuilder<'a, B> {
         &self.device
     }
 
+    /// The dotted path of this module in the checkpoint (`down_blocks.0.attentions.1`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The full dotted name of a parameter of this module.
     pub fn path(&self, name: &str) -> String {
         if self.prefix.is_empty() {

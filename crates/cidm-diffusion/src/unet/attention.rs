@@ -155,6 +155,10 @@ pub struct BasicTransformerBlock<B: Backend> {
     ff: FeedForward<B>,
     /// Index of this block's cross-attention in the UNet's stable order.
     pub layer: usize,
+    /// The block's diffusers module path
+    /// (`down_blocks.0.attentions.0.transformer_blocks.0`), which LoRA files key by.
+    #[module(skip)]
+    pub path: String,
 }
 
 impl<B: Backend> BasicTransformerBlock<B> {
@@ -175,6 +179,7 @@ impl<B: Backend> BasicTransformerBlock<B> {
             norm3: LayerNorm::new(&vb.pp("norm3"), dim, 1e-5)?,
             ff: FeedForward::new(&vb.pp("ff"), dim)?,
             layer,
+            path: vb.prefix().to_string(),
         })
     }
 
