@@ -254,7 +254,13 @@ impl<B: Backend> UNet2DConditionModel<B> {
         timesteps: Tensor<B, 1>,
         cond: &Conditioning<B>,
     ) -> Result<Tensor<B, 4>> {
-        let [batch, channels, _, _] = sample.dims();
+        let [batch, channels, height, width] = sample.dims();
+        if batch == 0 || height == 0 || width == 0 {
+            return Err(Error::InvalidInput(format!(
+                "sample shape {:?} is empty",
+                sample.dims()
+            )));
+        }
         if channels != self.config.in_channels {
             return Err(Error::InvalidInput(format!(
                 "sample has {channels} channels, the UNet takes {}",
