@@ -4,7 +4,7 @@
 
 use burn::module::Param;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor};
 
 use super::SafetensorsWeights;
 use crate::error::Result;
@@ -125,10 +125,5 @@ impl<'a, B: Backend> VarBuilder<'a, B> {
         init: Init,
     ) -> Result<Param<Tensor<B, D>>> {
         self.tensor(name, shape, init).map(Param::from_tensor)
-    }
-
-    /// A tensor made from host data on this builder's device (tables, constants).
-    pub fn constant<const D: usize>(&self, data: TensorData) -> Tensor<B, D> {
-        Tensor::from_data(data, &self.device)
     }
 }
