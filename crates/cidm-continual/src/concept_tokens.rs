@@ -73,29 +73,52 @@ impl<B: Backend> ConceptTokens<B> {
                 words.len()
             )));
         }
-        if tokenizer.vocab_size() != encoder.vocab_size() {
-            return Err(Error::InvalidInput(format!(
-                "the tokenizer has {} ids, the text encoder {} rows: they must match",
-                tokenizer.vocab_size(),
-                encoder.vocab_size()
-            )));
-        }
-        for w in words {
-            let word = w.word.as_str();
-            if tokenizer.token_to_id(word).is_some()
-                || tokenizer.token_to_id(&word.to_lowercase()).is_some()
-            {
-                return Err(Error::WordInVocabulary(word.to_string()));
-            }
-        }
+        let names: Vec<String> = words.iter().map(|w| w.word.clone()).collect();
+        check_new_words(&names, tokenizer, encoder)?;
         let hidden = encoder.config().hidden_size;
         let rows = words
             .iter()
             .map(|w| initial_rows(&w.init, layers, hidden, tokenizer, encoder))
             .collect::<Result<Vec<_>>>()?;
+        Self::install(&names, Tensor::stack::<3>(rows, 0), tokenizer, encoder)
+    }
+
+    /// Registers `words` with already trained rows `[words, layers, hidden]` (a stored task
+    /// learner's tokens), with the checks of [`Self::register`]. Several tasks' words can be
+    /// registered together so that one prompt may name concepts of different tasks.
+    pub fn register_rows(
+        words: &[String],
+        rows: Tensor<B, 3>,
+        tokenizer: &mut CLIPTokenizer,
+        encoder: &mut CLIPTextModel<B>,
+    ) -> Result<Self> {
+        let [count, layers, hidden] = rows.dims();
+        if count != words.len() || layers == 0 || hidden != encoder.config().hidden_size {
+            return Err(Error::Shape {
+                what: "concept token rows".into(),
+                found: rows.dims().to_vec(),
+                expected: format!(
+                    "[{} words, layers >= 1, {}]",
+                    words.len(),
+                    encoder.config().hidden_size
+                ),
+            });
+        }
+        check_new_words(words, tokenizer, encoder)?;
+        Self::install(words, rows, tokenizer, encoder)
+    }
+
+    /// Adds the words to the tokenizer and their layer-0 rows to the encoder's table.
+    fn install(
+        words: &[String],
+        rows: Tensor<B, 3>,
+        tokenizer: &mut CLIPTokenizer,
+        encoder: &mut CLIPTextModel<B>,
+    ) -> Result<Self> {
+        let hidden = encoder.config().hidden_size;
         // A fresh leaf: a class word's row must not keep the encoder table's graph.
-        let embeddings = Tensor::stack::<3>(rows, 0).detach();
-        let names: Vec<&str> = words.iter().map(|w| w.word.as_str()).collect();
+        let embeddings = rows.detach();
+        let names: Vec<&str> = words.iter().map(String::as_str).collect();
         let token_ids = tokenizer.add_tokens(&names)?;
         let table_rows = embeddings
             .clone()
@@ -109,7 +132,7 @@ impl<B: Backend> ConceptTokens<B> {
         }
         Ok(Self {
             embeddings: Param::from_tensor(embeddings),
-            words: names.iter().map(|w| w.to_string()).collect(),
+            words: words.to_vec(),
             ids: token_ids.collect(),
         })
     }
@@ -219,6 +242,32 @@ impl<B: Backend> ConceptTokens<B> {
 /// drowns the rest of the prompt. `None` never stops.
 pub fn keep_updating_tokens(mean_norm: f64, threshold: Option<f64>) -> bool {
     threshold.is_none_or(|t| mean_norm < t)
+}
+
+/// Checks that the vocabularies agree and that no word is a token already (or twice).
+fn check_new_words<B: Backend>(
+    words: &[String],
+    tokenizer: &CLIPTokenizer,
+    encoder: &CLIPTextModel<B>,
+) -> Result<()> {
+    if tokenizer.vocab_size() != encoder.vocab_size() {
+        return Err(Error::InvalidInput(format!(
+            "the tokenizer has {} ids, the text encoder {} rows: they must match",
+            tokenizer.vocab_size(),
+            encoder.vocab_size()
+        )));
+    }
+    for (i, word) in words.iter().enumerate() {
+        // CLIP's BPE marks word ends with `</w>`: "dog" is the token "dog</w>".
+        let lower = word.to_lowercase();
+        let known = [word.clone(), lower.clone(), format!("{lower}</w>")]
+            .iter()
+            .any(|form| tokenizer.token_to_id(form).is_some());
+        if known || words[..i].contains(word) {
+            return Err(Error::WordInVocabulary(word.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// `[layers, hidden]` initial rows of one word.

@@ -97,6 +97,43 @@ pub enum Error {
     /// A tensor passed to a forward function or scheduler has the wrong shape or size.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A stored weight is NaN or infinite. Such a model can only produce NaN images, so
+    /// loading refuses it and names the first bad value rather than sampling black images.
+    #[error("{path}: tensor `{tensor}` holds {value} at flat index {index}")]
+    NonFiniteWeight {
+        /// The weights file.
+        path: PathBuf,
+        /// The name of the tensor.
+        tensor: String,
+        /// Row-major index of the first non-finite element.
+        index: usize,
+        /// The value found there (NaN, inf or -inf).
+        value: f32,
+    },
+    /// Sampling produced NaN or infinity (fp16 overflow, a diverged LoRA, corrupt weights set
+    /// in memory): reported at the first step where it appears instead of decoding a black
+    /// image.
+    #[error(
+        "sampling produced NaN or infinity in the {stage} at step {step} of {steps} \
+         (timestep {timestep}){}",
+        match layer {
+            Some(layer) => format!("; first non-finite parameter: `{layer}`"),
+            None => "; every parameter is finite, so an activation overflowed \
+                     (try f32 or a smaller guidance scale)".to_string(),
+        }
+    )]
+    NonFiniteSample {
+        /// The 1-based step.
+        step: usize,
+        /// The number of steps of the run.
+        steps: usize,
+        /// The scheduler timestep of that step.
+        timestep: usize,
+        /// Where it was seen: the UNet's noise prediction or the scheduler's update.
+        stage: SamplingStage,
+        /// The dotted path of the first UNet parameter that is not finite, if any is.
+        layer: Option<String>,
+    },
     /// A tokenizer file is not what it claims to be (a merges line that is not a pair, a
     /// token missing from the vocabulary, a tokenizer.json of another model type, ...).
     #[error("{path}: invalid tokenizer: {reason}")]
@@ -106,6 +143,24 @@ pub enum Error {
         /// What is wrong, in the tokenizers library's words where it found it.
         reason: String,
     },
+}
+
+/// The part of a sampling step where a non-finite value was first seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplingStage {
+    /// The UNet's noise prediction (after guidance).
+    NoisePrediction,
+    /// The latents the scheduler's update produced.
+    SchedulerStep,
+}
+
+impl std::fmt::Display for SamplingStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SamplingStage::NoisePrediction => "UNet noise prediction",
+            SamplingStage::SchedulerStep => "scheduler update",
+        })
+    }
 }
 
 impl Error {

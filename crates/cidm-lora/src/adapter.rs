@@ -116,18 +116,7 @@ impl<B: Backend> LoraAdapter<B> {
     /// bank's rank or scale is not `config`'s (it was not attached from this config).
     pub fn extract(config: LoraConfig, unet: &UNet2DConditionModel<B>) -> Result<Self> {
         let mut layers = BTreeMap::new();
-        let sites = projection_sites(unet);
-        let blocks = unet.transformer_blocks();
-        let projections = blocks.iter().flat_map(|b| {
-            b.attn1
-                .projections()
-                .into_iter()
-                .chain(b.attn2.projections())
-        });
-        for (site, (_, projection)) in sites.iter().zip(projections) {
-            let Some(bank) = &projection.bank else {
-                continue;
-            };
+        for (site, bank) in attached_banks(unet) {
             if (bank.scale - config.scale()).abs() > 1e-12 * config.scale().abs().max(1.0) {
                 return Err(LoraError::InvalidInput(format!(
                     "the bank of `{}` has scale {}, the config's alpha / rank is {}",
@@ -140,7 +129,7 @@ impl<B: Backend> LoraAdapter<B> {
                 down: bank.down.val().detach(),
                 up: bank.up.val().detach(),
             };
-            layers.insert(site.path.clone(), factors);
+            layers.insert(site.path, factors);
         }
         Self::new(config, layers)
     }
@@ -198,21 +187,34 @@ pub fn detach_all<B: Backend>(unet: &mut UNet2DConditionModel<B>) -> usize {
     }
 }
 
+/// Every bank attached to `unet` with the site of its projection, in the order of
+/// [`projection_sites`]. The banks' factors are the live parameters, graph included: what a
+/// trainer reads when a loss term (such as CIDM's regularizers) must differentiate through
+/// them, and where the parameter ids of the optimizer's state come from.
+pub fn attached_banks<B: Backend>(
+    unet: &UNet2DConditionModel<B>,
+) -> Vec<(ProjectionSite, &LowRankBank<B>)> {
+    let projections = unet.transformer_blocks().into_iter().flat_map(|b| {
+        b.attn1
+            .projections()
+            .into_iter()
+            .chain(b.attn2.projections())
+    });
+    projection_sites(unet)
+        .into_iter()
+        .zip(projections)
+        .filter_map(|(site, (_, p))| p.bank.as_ref().map(|bank| (site, bank)))
+        .collect()
+}
+
 /// The ids of the factors of every bank attached to `unet`: the trainable parameters once the
 /// base is frozen.
 pub(crate) fn bank_param_ids<B: Backend>(
     unet: &UNet2DConditionModel<B>,
 ) -> Vec<burn::module::ParamId> {
-    unet.transformer_blocks()
-        .iter()
-        .flat_map(|b| {
-            b.attn1
-                .projections()
-                .into_iter()
-                .chain(b.attn2.projections())
-        })
-        .filter_map(|(_, p)| p.bank.as_ref())
-        .flat_map(|bank| [bank.down.id, bank.up.id])
+    attached_banks(unet)
+        .into_iter()
+        .flat_map(|(_, bank)| [bank.down.id, bank.up.id])
         .collect()
 }
 

@@ -105,6 +105,14 @@ pub enum LoraError {
     /// A tensor or list passed to a function has the wrong size (gate weights, empty stacks).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A training loss came out NaN or infinite; nothing was updated by that step.
+    #[error("the training loss is not finite (denoising {denoise}, regularizer {regularizer}): nothing was updated")]
+    NonFiniteLoss {
+        /// The denoising term.
+        denoise: f32,
+        /// The extra term added by the caller (0 without one).
+        regularizer: f32,
+    },
     /// The core rejected an operation (a bank that does not fit, a forward pass on bad input).
     #[error(transparent)]
     Model(#[from] cidm_diffusion::Error),

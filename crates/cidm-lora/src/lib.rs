@@ -47,13 +47,16 @@ mod error;
 mod format;
 mod init;
 mod merge;
+mod optimizer_state;
 mod sites;
 mod stack;
 mod train;
 
-pub use adapter::{detach_all, LoraAdapter, LoraFactors};
+pub use adapter::{attached_banks, detach_all, LoraAdapter, LoraFactors};
 pub use config::{LoraConfig, LoraTargets};
 pub use error::{LoraError, Result};
+pub use format::tensor_file;
+pub use optimizer_state::{adam_moments, load_adam_moments, AdamMoments};
 pub use sites::{projection_sites, AttentionKind, ProjectionSite};
 pub use stack::LoraStack;
 pub use train::{DenoisingBatch, LoraTrainer, LoraTrainingConfig, StepReport};

@@ -17,9 +17,12 @@ use cidm_diffusion::schedulers::DdpmNoiser;
 use cidm_diffusion::{Conditioning, UNet2DConditionModel};
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::{bank_param_ids, LoraAdapter};
+use std::collections::BTreeMap;
+
+use crate::adapter::{attached_banks, bank_param_ids, LoraAdapter};
 use crate::config::LoraConfig;
 use crate::error::{LoraError, Result};
+use crate::optimizer_state::{adam_moments, load_adam_moments, AdamMoments};
 
 /// Optimizer settings. Defaults are CIDM's released ones where it states them (AdamW, weight
 /// decay 0.01, LoRA learning rate 1e-4) and PyTorch's otherwise.
@@ -130,6 +133,8 @@ impl<B: Backend> DenoisingBatch<B> {
 pub struct StepReport {
     /// Mean squared error of the batch before the update.
     pub loss: f32,
+    /// The extra loss term of [`LoraTrainer::step_with`] before the update (0 without one).
+    pub regularizer: f32,
     /// Global L2 norm of the factors' gradients before clipping.
     pub grad_norm: f32,
 }
@@ -175,6 +180,23 @@ impl<B: AutodiffBackend> LoraTrainer<B> {
     /// One AdamW step on the batch's mean squared error. Bad batch shapes are reported before
     /// anything changes.
     pub fn step(&mut self, batch: &DenoisingBatch<B>) -> Result<StepReport> {
+        self.step_with(batch, |_| Ok(None))
+            .map(|(report, _)| report)
+    }
+
+    /// One AdamW step on the batch's mean squared error plus an extra term that `extra`
+    /// builds from the model (e.g. a regularizer on the attached factors, read with
+    /// [`crate::attached_banks`]). Returns the report and the gradients of everything that is
+    /// not part of the model (e.g. concept token embeddings that produced the batch's
+    /// conditioning), for the caller's own optimizer.
+    ///
+    /// A NaN or infinite loss is [`LoraError::NonFiniteLoss`] and changes nothing: neither
+    /// the factors nor the optimizer state.
+    pub fn step_with(
+        &mut self,
+        batch: &DenoisingBatch<B>,
+        extra: impl FnOnce(&UNet2DConditionModel<B>) -> Result<Option<Tensor<B, 1>>>,
+    ) -> Result<(StepReport, B::Gradients)> {
         let prediction = self.unet.forward(
             batch.noisy_latents.clone(),
             batch.timesteps.clone(),
@@ -187,18 +209,93 @@ impl<B: AutodiffBackend> LoraTrainer<B> {
                 prediction.dims()
             )));
         }
-        let loss = (prediction - batch.target.clone()).powi_scalar(2).mean();
-        let loss_value: f32 = loss.clone().into_scalar().elem();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &self.unet);
+        let denoise = (prediction - batch.target.clone()).powi_scalar(2).mean();
+        let extra = extra(&self.unet)?;
+        let (loss, values) = match extra {
+            Some(term) => {
+                let values = Tensor::cat(vec![denoise.clone(), term.clone()], 0);
+                (denoise + term, values)
+            }
+            None => (denoise.clone(), denoise.clone()),
+        };
+        let values = values
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| LoraError::InvalidInput(format!("reading the loss: {e:?}")))?;
+        let denoise_value = values[0];
+        let regularizer = values.get(1).copied().unwrap_or(0.0);
+        if !(denoise_value.is_finite() && regularizer.is_finite()) {
+            return Err(LoraError::NonFiniteLoss {
+                denoise: denoise_value,
+                regularizer,
+            });
+        }
+        let mut gradients = loss.backward();
+        let mut grads = GradientsParams::from_module(&mut gradients, &self.unet);
         let grad_norm =
             clip_global_norm::<B>(&mut grads, &self.trainable, self.config.max_grad_norm);
         self.unet = self
             .optimizer
             .step(self.config.learning_rate, self.unet.clone(), grads);
-        Ok(StepReport {
-            loss: loss_value,
-            grad_norm,
-        })
+        Ok((
+            StepReport {
+                loss: denoise_value,
+                regularizer,
+                grad_norm,
+            },
+            gradients,
+        ))
+    }
+
+    /// AdamW's state of every factor, keyed `<module path>.down` / `<module path>.up`, so that
+    /// a checkpoint can be restored into a trainer whose parameters have new ids. Factors that
+    /// have not been stepped yet have no entry.
+    pub fn optimizer_state(&self) -> BTreeMap<String, AdamMoments> {
+        adam_moments::<B, _, 2>(&self.optimizer, &self.named_factor_ids())
+    }
+
+    /// Restores a state read by [`Self::optimizer_state`]; errors on a name that is not one of
+    /// this trainer's factors or a moment whose shape differs from its factor's.
+    pub fn load_optimizer_state(&mut self, state: &BTreeMap<String, AdamMoments>) -> Result<()> {
+        let names = self.named_factor_ids();
+        let shapes: BTreeMap<String, Vec<usize>> = attached_banks(&self.unet)
+            .into_iter()
+            .flat_map(|(site, bank)| {
+                [
+                    (format!("{}.down", site.path), bank.down.dims().to_vec()),
+                    (format!("{}.up", site.path), bank.up.dims().to_vec()),
+                ]
+            })
+            .collect();
+        let optimizer = std::mem::replace(
+            &mut self.optimizer,
+            AdamWConfig::new().init::<B, UNet2DConditionModel<B>>(),
+        );
+        let device = self.device();
+        let (optimizer, result) =
+            load_adam_moments::<B, _, 2>(optimizer, &names, &shapes, state, &device);
+        self.optimizer = optimizer;
+        result
+    }
+
+    fn named_factor_ids(&self) -> Vec<(ParamId, String)> {
+        attached_banks(&self.unet)
+            .into_iter()
+            .flat_map(|(site, bank)| {
+                [
+                    (bank.down.id, format!("{}.down", site.path)),
+                    (bank.up.id, format!("{}.up", site.path)),
+                ]
+            })
+            .collect()
+    }
+
+    fn device(&self) -> B::Device {
+        attached_banks(&self.unet)
+            .first()
+            .map(|(_, bank)| bank.down.device())
+            .unwrap_or_default()
     }
 
     /// The model with the adapter attached, as trained so far.

@@ -148,3 +148,80 @@ fn a_bad_batch_is_an_error_and_changes_nothing() {
     };
     assert!(LoraTrainer::new(fixture_unet(), &adapter, bad).is_err());
 }
+
+fn factors(adapter: &LoraAdapter<AB>) -> Vec<Vec<f32>> {
+    adapter
+        .layers()
+        .values()
+        .flat_map(|f| [f.down.clone(), f.up.clone()])
+        .map(|t| t.into_data().to_vec::<f32>().unwrap())
+        .collect()
+}
+
+/// A trainer rebuilt from the trained adapter and its named optimizer state (new parameter
+/// ids) takes exactly the step the original takes: what resuming from a checkpoint needs.
+/// Without the state, AdamW's first step differs (bias correction starts over), which shows
+/// the state is really used.
+#[test]
+fn optimizer_state_restores_into_a_rebuilt_trainer() {
+    let device = Default::default();
+    let unet = fixture_unet();
+    let adapter = LoraAdapter::init(&LoraConfig::new(2, 2.0), &unet, &device).unwrap();
+    let batch = DenoisingBatch::from_clean_latents(
+        &sd15_noiser(),
+        tensor(1, [1, 4, 8, 8], 1.0),
+        tensor(2, [1, 4, 8, 8], 1.7),
+        &[300],
+        Conditioning::shared(tensor(3, [1, 5, 24], 1.7)),
+    )
+    .unwrap();
+    let config = LoraTrainingConfig {
+        learning_rate: 1e-2,
+        ..LoraTrainingConfig::default()
+    };
+    let mut original = LoraTrainer::new(unet, &adapter, config.clone()).unwrap();
+    for _ in 0..3 {
+        original.step(&batch).unwrap();
+    }
+    let state = original.optimizer_state();
+    assert_eq!(state.len(), 2 * adapter.layers().len());
+    assert!(state.values().all(|m| m.time == 3));
+    let trained = original.adapter().unwrap();
+
+    let mut resumed = LoraTrainer::new(fixture_unet(), &trained, config.clone()).unwrap();
+    resumed.load_optimizer_state(&state).unwrap();
+    let mut fresh = LoraTrainer::new(fixture_unet(), &trained, config).unwrap();
+    original.step(&batch).unwrap();
+    resumed.step(&batch).unwrap();
+    fresh.step(&batch).unwrap();
+    let expected = factors(&original.adapter().unwrap());
+    assert_eq!(factors(&resumed.adapter().unwrap()), expected);
+    assert_ne!(factors(&fresh.adapter().unwrap()), expected);
+
+    let mut wrong = state.clone();
+    let (name, moments) = wrong.pop_first().unwrap();
+    wrong.insert(format!("{name}.typo"), moments);
+    assert!(resumed.load_optimizer_state(&wrong).is_err());
+}
+
+/// A NaN in the batch is a typed error and updates nothing.
+#[test]
+fn a_non_finite_loss_is_an_error_and_changes_nothing() {
+    let device = Default::default();
+    let unet = fixture_unet();
+    let adapter = LoraAdapter::init(&LoraConfig::new(2, 2.0), &unet, &device).unwrap();
+    let mut trainer = LoraTrainer::new(unet, &adapter, LoraTrainingConfig::default()).unwrap();
+    let batch = DenoisingBatch {
+        noisy_latents: tensor(1, [1, 4, 8, 8], 1.0),
+        timesteps: Tensor::from_floats([10.0], &device),
+        conditioning: Conditioning::shared(tensor(3, [1, 5, 24], 1.0)),
+        target: tensor(2, [1, 4, 8, 8], 1.0).mul_scalar(f32::NAN),
+    };
+    let error = trainer.step(&batch).unwrap_err();
+    assert!(
+        matches!(error, cidm_lora::LoraError::NonFiniteLoss { .. }),
+        "{error}"
+    );
+    assert!(trainer.optimizer_state().is_empty());
+    assert_eq!(factors(&trainer.adapter().unwrap()), factors(&adapter));
+}

@@ -33,6 +33,9 @@ compile_error!(
     "enable one backend feature of the `cidm` crate: flex (default), ndarray, wgpu or cuda"
 );
 
+/// [`Selected`] with automatic differentiation, for training.
+pub type Training = burn::backend::Autodiff<Selected>;
+
 /// A human-readable name of [`Selected`], for logs and reports.
 pub const NAME: &str = if cfg!(feature = "cuda") {
     "cuda"

@@ -150,3 +150,120 @@ fn bad_input_fails_cleanly() {
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
 }
+
+fn write_images(dir: &std::path::Path, colour: [u8; 3]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..2u32 {
+        image::RgbImage::from_fn(16, 16, |x, y| {
+            image::Rgb(if x.abs_diff(4 + 6 * i) < 3 && y.abs_diff(8) < 3 {
+                colour
+            } else {
+                [128, 128, 128]
+            })
+        })
+        .save(dir.join(format!("{i}.png")))
+        .unwrap();
+    }
+}
+
+/// Two tasks trained in sequence land in the store; `store list`, `export` and `remove` work
+/// on it; bad input is a clear error.
+#[test]
+fn train_task_and_store_commands_work_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_model();
+    let store = dir.path().join("store");
+    let (kings, lands) = (dir.path().join("kings"), dir.path().join("lands"));
+    write_images(&kings, [220, 20, 20]);
+    write_images(&lands, [20, 220, 20]);
+    let train = |images: &std::path::Path, word: &str, class: &str| {
+        cidm(&[
+            "train-task",
+            "--model",
+            model.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--images",
+            images.to_str().unwrap(),
+            "--concept",
+            word,
+            "--class",
+            class,
+            "--steps",
+            "2",
+            "--rank",
+            "2",
+        ])
+    };
+    let first = train(&kings, "<king1>", "king");
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("task 1 (<king1>) added"));
+    let second = train(&lands, "<land1>", "land");
+    assert!(second.status.success(), "{}", stderr(&second));
+
+    let list = cidm(&["store", "list", "--store", store.to_str().unwrap()]);
+    let listed = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(list.status.success(), "{}", stderr(&list));
+    assert!(
+        listed.contains("method cidm") && listed.contains("2 task(s)"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("<king1>") && listed.contains("<land1>"),
+        "{listed}"
+    );
+
+    let out = dir.path().join("export");
+    let export = cidm(&[
+        "store",
+        "export",
+        "--store",
+        store.to_str().unwrap(),
+        "--task",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    assert!(out.join("task-002.lora.safetensors").is_file());
+    assert!(out.join("task-002.tokens.safetensors").is_file());
+
+    let remove = cidm(&[
+        "store",
+        "remove",
+        "--store",
+        store.to_str().unwrap(),
+        "--task",
+        "1",
+    ]);
+    assert!(remove.status.success(), "{}", stderr(&remove));
+    let list = cidm(&["store", "list", "--store", store.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("1 task(s)"));
+
+    // The same word again, a missing folder, and a class per concept missing.
+    let again = train(&lands, "<land1>", "land");
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already learned by task 2"),
+        "{}",
+        stderr(&again)
+    );
+    let missing = train(&dir.path().join("nowhere"), "<x1>", "king");
+    assert!(!missing.status.success() && stderr(&missing).contains("nowhere"));
+    let unknown_task = cidm(&[
+        "store",
+        "remove",
+        "--store",
+        store.to_str().unwrap(),
+        "--task",
+        "9",
+    ]);
+    assert!(
+        stderr(&unknown_task).contains("no task 9"),
+        "{}",
+        stderr(&unknown_task)
+    );
+    for output in [&again, &missing, &unknown_task] {
+        assert!(!stderr(output).contains("panicked"));
+    }
+}

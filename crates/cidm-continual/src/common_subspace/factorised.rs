@@ -57,6 +57,34 @@ impl<B: Backend> FactorisedCommonSubspace<B> {
         })
     }
 
+    /// A state from its parts (as read back from a file); every list must have one tensor
+    /// per layer of `w_star`'s shapes and `u`, `v` `[out_l, rank]`.
+    pub fn from_parts(
+        w_star: Vec<Tensor<B, 2>>,
+        u: Vec<Vec<Tensor<B, 2>>>,
+        v: Vec<Vec<Tensor<B, 2>>>,
+        rank: usize,
+    ) -> Result<Self> {
+        let fits = |tasks: &[Vec<Tensor<B, 2>>]| {
+            tasks.iter().all(|task| {
+                task.len() == w_star.len()
+                    && task
+                        .iter()
+                        .zip(&w_star)
+                        .all(|(t, w)| t.dims() == [w.dims()[0], rank])
+            })
+        };
+        if rank == 0 || u.len() != v.len() || !fits(&u) || !fits(&v) {
+            return Err(Error::InvalidInput(format!(
+                "factorised R2 state: {} layers, {} U and {} V task lists of rank {rank} do not fit",
+                w_star.len(),
+                u.len(),
+                v.len()
+            )));
+        }
+        Ok(Self { w_star, u, v, rank })
+    }
+
     /// `[out, in]` per layer.
     pub fn shapes(&self) -> Vec<[usize; 2]> {
         self.w_star.iter().map(|w| w.dims()).collect()

@@ -20,8 +20,8 @@ pub use exact::{ExactCommonSubspace, ExactGradients};
 pub use factorised::{FactorisedCommonSubspace, FactorisedGradients};
 
 use crate::config::R2Variant;
-use crate::delta::LowRankDelta;
-use crate::error::Result;
+use crate::delta::{check_deltas, LowRankDelta};
+use crate::error::{Error, Result};
 
 /// R2's state in the variant the config asks for.
 #[derive(Debug, Clone)]
@@ -51,6 +51,26 @@ impl<B: Backend> CommonSubspace<B> {
         }
     }
 
+    /// Drops task `position`'s transform (the task was removed from its store); `W*` stays.
+    pub fn remove_task(&mut self, position: usize) -> Result<()> {
+        if position >= self.tasks() {
+            return Err(Error::InvalidInput(format!(
+                "no task {position} among {} in R2's state",
+                self.tasks()
+            )));
+        }
+        match self {
+            Self::Exact(s) => {
+                s.h.remove(position);
+            }
+            Self::Factorised(s) => {
+                s.u.remove(position);
+                s.v.remove(position);
+            }
+        }
+        Ok(())
+    }
+
     /// Tasks registered so far.
     pub fn tasks(&self) -> usize {
         match self {
@@ -68,6 +88,46 @@ impl<B: Backend> CommonSubspace<B> {
             Self::Exact(s) => s.r2(deltas),
             Self::Factorised(s) => s.r2(deltas),
         }
+    }
+
+    /// Task `task`'s share of R2, `sum_l ||ΔW_task^l - H_task^l W*^l||_F^2`, differentiable
+    /// w.r.t. `deltas`. Step 1 of the two-step update needs only the new task's share: the
+    /// other tasks' terms do not depend on its parameters, so they add no gradient.
+    ///
+    /// # Shapes
+    /// - deltas: `layers` deltas of task `task`; output `[1]`
+    pub fn r2_of_task(&self, task: usize, deltas: &[LowRankDelta<B>]) -> Result<Tensor<B, 1>> {
+        let (tasks, shapes) = match self {
+            Self::Exact(s) => (s.h.len(), s.shapes()),
+            Self::Factorised(s) => (s.u.len(), s.shapes()),
+        };
+        if task >= tasks {
+            return Err(Error::InvalidInput(format!(
+                "R2 of task {task}, but only {tasks} tasks are registered"
+            )));
+        }
+        check_deltas(&[deltas.to_vec()], &shapes, 1)?;
+        let device = deltas
+            .first()
+            .map(|d| d.up.device())
+            .ok_or_else(|| Error::InvalidInput("R2 needs at least one layer".into()))?;
+        Ok(deltas
+            .iter()
+            .enumerate()
+            .map(|(l, delta)| {
+                let mapped = match self {
+                    Self::Exact(s) => s.h[task][l].clone().matmul(s.w_star[l].clone()),
+                    Self::Factorised(s) => {
+                        let w = s.w_star[l].clone();
+                        w.clone()
+                            + s.u[task][l]
+                                .clone()
+                                .matmul(s.v[task][l].clone().transpose().matmul(w))
+                    }
+                };
+                (delta.dense() - mapped).square().sum()
+            })
+            .fold(Tensor::zeros([1], &device), |a, b| a + b))
     }
 
     /// Step 2 of the two-step update: one descent step on the transforms and `W*`.

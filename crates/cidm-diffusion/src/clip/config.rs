@@ -71,10 +71,14 @@ impl Default for CLIPTextConfig {
 
 /// Upper bounds that keep a hostile config from asking for absurd allocations; the largest
 /// CLIP text encoders in use (OpenCLIP bigG: 1280 wide, 32 layers) are far below them.
-const MAX_VOCAB: usize = 1 << 20;
-const MAX_WIDTH: usize = 1 << 14;
-const MAX_LAYERS: usize = 128;
-const MAX_POSITIONS: usize = 1 << 14;
+/// Rows of the token embedding table (CLIP: 49408).
+pub const MAX_VOCAB: usize = 1 << 18;
+/// Hidden width and head count; the MLP may be four times as wide.
+pub const MAX_WIDTH: usize = 1 << 13;
+/// Encoder layers.
+pub const MAX_LAYERS: usize = 128;
+/// Rows of the position embedding table (CLIP: 77).
+pub const MAX_POSITIONS: usize = 1 << 12;
 
 impl CLIPTextConfig {
     /// The text encoder of Stable Diffusion 1.x (OpenAI CLIP ViT-L/14), as in
@@ -113,8 +117,9 @@ impl CLIPTextConfig {
         Ok(config)
     }
 
-    /// Checks every bound and returns the activation; `path` is what errors name.
-    pub(crate) fn validate(&self, path: &Path) -> Result<Activation> {
+    /// Checks every bound (the `MAX_*` constants of this module) and returns the activation;
+    /// `path` is what errors name.
+    pub fn validate(&self, path: &Path) -> Result<Activation> {
         let activation = match self.hidden_act.as_str() {
             "quick_gelu" => Activation::QuickGelu,
             "gelu" => Activation::Gelu,

@@ -329,13 +329,24 @@ fn read_tokenizer_json(path: &Path) -> Result<(Vocab, Merges, Vec<AddedTokenJson
     Ok((json.model.vocab, merges, json.added_tokens))
 }
 
-/// A vocabulary must be non-empty, of sane size, and give every token its own id.
+/// A vocabulary must be non-empty, of sane size, and give every token its own id in
+/// `0..len`: BPE vocabularies are dense, and an id past the end would collide with the ids
+/// later given to added tokens (concept words) or index past the embedding table.
 fn check_vocab(vocab: &Vocab, folder: &Path) -> Result<()> {
     if vocab.is_empty() || vocab.len() > MAX_VOCAB {
         return Err(tokenizer_error(
             folder,
             format!(
                 "{} vocabulary entries, expected 1..={MAX_VOCAB}",
+                vocab.len()
+            ),
+        ));
+    }
+    if let Some((token, id)) = vocab.iter().find(|(_, id)| **id as usize >= vocab.len()) {
+        return Err(tokenizer_error(
+            folder,
+            format!(
+                "`{token}` has id {id}, past the {} entries of the vocabulary",
                 vocab.len()
             ),
         ));

@@ -3,8 +3,10 @@
 pub(crate) mod json;
 mod model_dir;
 mod safetensors;
+mod safetensors_checks;
 mod var_builder;
 
 pub use model_dir::ModelDir;
 pub use safetensors::SafetensorsWeights;
+pub use safetensors_checks::{decode_f32, parse_safetensors};
 pub use var_builder::{Init, VarBuilder};

@@ -9,9 +9,10 @@ use std::sync::Mutex;
 
 use burn::tensor::TensorData;
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 
 use super::json::read_json;
+use super::safetensors_checks::{decode_f32, parse_safetensors};
 use crate::error::{Error, Result};
 
 /// Where one tensor lives: which mapped file, and the byte range of its data.
@@ -26,9 +27,12 @@ struct Entry {
 
 /// A read-only set of named tensors backed by memory-mapped safetensors files.
 ///
-/// Headers are validated once when the files are opened (offsets, sizes, overlaps, via the
-/// `safetensors` crate); tensor data is copied out only when asked for, so opening an SD 1.5
-/// UNet costs no memory beyond the mapping.
+/// Headers are validated once when the files are opened (header length against the file size,
+/// offsets, sizes, overlaps and shape overflow via the `safetensors` crate, repeated names
+/// here); tensor data is copied out only when asked for, after its shape has been checked
+/// against the model's, so opening an SD 1.5 UNet costs no memory beyond the mapping and no
+/// allocation is ever sized by a header alone. A NaN or infinite weight fails
+/// [`Self::read_f32`] with [`Error::NonFiniteWeight`].
 #[derive(Debug)]
 pub struct SafetensorsWeights {
     /// What errors name: the file, or the index file for sharded weights.
@@ -69,14 +73,30 @@ impl SafetensorsWeights {
             entries: HashMap::new(),
             taken: Mutex::new(BTreeSet::new()),
         };
-        for shard in shards {
-            if shard.contains('/') || shard.contains('\\') || shard.starts_with("..") {
+        for shard in &shards {
+            if shard.is_empty()
+                || shard.contains('/')
+                || shard.contains('\\')
+                || shard.starts_with('.')
+            {
                 return Err(Error::config(
                     index,
                     format!("shard name `{shard}` is not a plain file name"),
                 ));
             }
             weights.add_file(&dir.join(shard))?;
+        }
+        // An index that lies about where a tensor is would let a shard shadow another.
+        let shard_index: HashMap<&String, usize> =
+            shards.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+        for (tensor, shard) in &parsed.weight_map {
+            let listed = shard_index[shard];
+            if weights.entries.get(tensor).map(|e| e.file) != Some(listed) {
+                return Err(Error::CorruptWeights {
+                    path: index.to_path_buf(),
+                    reason: format!("the index puts `{tensor}` in `{shard}`, which lacks it"),
+                });
+            }
         }
         Ok(weights)
     }
@@ -90,10 +110,7 @@ impl SafetensorsWeights {
         // SAFETY: the mapping is read-only and private to this process; the usual caveat of
         // memory maps applies (another process truncating the file while it is mapped).
         let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let parsed = SafeTensors::deserialize(&mmap).map_err(|e| Error::CorruptWeights {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let parsed = parse_safetensors(&mmap, path)?;
         let base = mmap.as_ptr() as usize;
         let file_index = self.files.len();
         for (name, view) in parsed.iter() {
@@ -150,27 +167,7 @@ impl SafetensorsWeights {
             });
         }
         let bytes = &self.files[entry.file].1[entry.start..entry.end];
-        let values: Vec<f32> = match entry.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(Error::UnsupportedDtype {
-                    path: file_path.clone(),
-                    tensor: name.to_string(),
-                    dtype: format!("{other:?}"),
-                })
-            }
-        };
+        let values = decode_f32(file_path, name, entry.dtype, bytes)?;
         self.taken
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -2,11 +2,12 @@
 //! pipeline passes one shared embedding, the continual crates pass layer-wise embeddings and
 //! bank gates through the same loop.
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
 
 use crate::conditioning::Conditioning;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SamplingStage};
 use crate::schedulers::{SchedulerConfig, SchedulerKind};
 use crate::unet::UNet2DConditionModel;
 
@@ -38,6 +39,12 @@ pub fn apply_guidance<B: Backend>(noise: Tensor<B, 4>, scale: f64) -> Tensor<B, 
 /// twice the latent batch, unconditional first, and every step runs both halves in one UNet
 /// call. `on_step(done, total)` is called after each step (progress bars).
 ///
+/// Every step ends with one reduction on the device (are all latents finite?), read back as
+/// one boolean: a NaN or infinity fails the run at the step where it first appears with
+/// [`Error::NonFiniteSample`], which names the step, its timestep, whether the UNet's
+/// prediction or the scheduler's update produced it, and the first UNet parameter that is not
+/// finite if there is one. The extra checks that locate it run only after a failure.
+///
 /// # Shapes
 /// - latents: `[batch, in_channels, h, w]` -> `[batch, out_channels, h, w]`
 pub fn sample<B: Backend>(
@@ -50,31 +57,79 @@ pub fn sample<B: Backend>(
     let mut scheduler = settings
         .kind
         .build::<B>(settings.scheduler, settings.steps)?;
+    if !all_finite(latents.clone()) {
+        return Err(Error::InvalidInput(
+            "the initial latents hold NaN or infinity".into(),
+        ));
+    }
     let guided = settings.guidance_scale > 1.0;
     let device = latents.device();
     let mut latents = latents * scheduler.init_noise_sigma();
     let timesteps = scheduler.timesteps().to_vec();
-    for (i, &t) in timesteps.iter().enumerate() {
+    for (i, &timestep) in timesteps.iter().enumerate() {
         let input = if guided {
             Tensor::cat(vec![latents.clone(), latents.clone()], 0)
         } else {
             latents.clone()
         };
-        let t = Tensor::<B, 1>::from_floats([t as f32], &device);
+        let t = Tensor::<B, 1>::from_floats([timestep as f32], &device);
         let noise = unet.forward(input, t, conditioning)?;
         let noise = if guided {
             apply_guidance(noise, settings.guidance_scale)
         } else {
             noise
         };
-        latents = scheduler.step(noise, latents)?;
+        latents = scheduler.step(noise.clone(), latents)?;
+        if !all_finite(latents.clone()) {
+            let stage = if all_finite(noise) {
+                SamplingStage::SchedulerStep
+            } else {
+                SamplingStage::NoisePrediction
+            };
+            let error = Error::NonFiniteSample {
+                step: i + 1,
+                steps: timesteps.len(),
+                timestep,
+                stage,
+                layer: first_non_finite_parameter(unet),
+            };
+            tracing::error!("{error}");
+            return Err(error);
+        }
         on_step(i + 1, timesteps.len());
     }
-    let finite: bool = latents.clone().is_finite().all().into_scalar().elem();
-    if !finite {
-        return Err(Error::InvalidInput(
-            "sampling produced non-finite latents (NaN or infinity); try f32 or fewer steps".into(),
-        ));
-    }
     Ok(latents)
+}
+
+/// Whether every element is finite: one reduction on the device, one boolean read back.
+fn all_finite<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> bool {
+    tensor.is_finite().all().into_scalar().elem()
+}
+
+/// The dotted module path of the first float parameter of `module` (in declaration order)
+/// holding NaN or infinity: one reduction per parameter, for diagnosis after a failure only.
+pub fn first_non_finite_parameter<B: Backend, M: Module<B>>(module: &M) -> Option<String> {
+    struct Finder {
+        path: Vec<String>,
+        found: Option<String>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Finder {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if self.found.is_none() && !all_finite(param.val()) {
+                self.found = Some(self.path.join("."));
+            }
+        }
+    }
+    let mut finder = Finder {
+        path: Vec::new(),
+        found: None,
+    };
+    module.visit(&mut finder);
+    finder.found
 }

@@ -18,6 +18,10 @@ use crate::loading::json::read_text;
 /// Path reported in errors for configs that did not come from a file.
 const MEMORY: &str = "<memory>";
 
+/// The most training timesteps a config may declare (Stable Diffusion: 1000). Schedules are
+/// tables of this length, so the bound keeps a hostile config from asking for gigabytes.
+const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// How betas grow over the training timesteps (diffusers `beta_schedule`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BetaSchedule {
@@ -136,7 +140,8 @@ impl SchedulerConfig {
     }
 
     /// Checks the numeric ranges and the solver order of a config (built in code or read):
-    /// `num_train_timesteps > 0`, betas in (0, 1), `clip_sample_range > 0`, `solver_order` 1
+    /// `num_train_timesteps` in `1..=MAX_TRAIN_TIMESTEPS`, `steps_offset` below it, betas in
+    /// (0, 1), `clip_sample_range > 0`, `solver_order` 1
     /// or 2. Errors name `<memory>`.
     pub fn validate(&self) -> Result<()> {
         self.validate_at(Path::new(MEMORY))
@@ -152,8 +157,25 @@ impl SchedulerConfig {
     }
 
     fn validate_at(&self, path: &Path) -> Result<()> {
-        if self.num_train_timesteps == 0 {
-            return Err(Error::config(path, "num_train_timesteps must be > 0"));
+        if self.num_train_timesteps == 0 || self.num_train_timesteps > MAX_TRAIN_TIMESTEPS {
+            return Err(Error::config(
+                path,
+                format!(
+                    "num_train_timesteps = {} is outside 1..={MAX_TRAIN_TIMESTEPS}",
+                    self.num_train_timesteps
+                ),
+            ));
+        }
+        // `leading` spacing adds the offset to timesteps; past training it can only index out
+        // of the schedule (and near `usize::MAX` it would overflow).
+        if self.steps_offset >= self.num_train_timesteps {
+            return Err(Error::config(
+                path,
+                format!(
+                    "steps_offset = {} must be below num_train_timesteps",
+                    self.steps_offset
+                ),
+            ));
         }
         for (name, beta) in [("beta_start", self.beta_start), ("beta_end", self.beta_end)] {
             if !(beta > 0.0 && beta < 1.0) {

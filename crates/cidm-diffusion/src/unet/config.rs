@@ -206,10 +206,23 @@ pub(crate) struct Resolved {
     pub time_embed_dim: usize,
 }
 
-/// Upper bounds that keep a hostile config from asking for absurd allocations.
-const MAX_CHANNELS: usize = 1 << 16;
-const MAX_BLOCKS: usize = 16;
-const MAX_LAYERS: usize = 64;
+/// Upper bounds that keep a hostile config from asking for absurd allocations, checked
+/// before anything is built. Loading from weights allocates only what the file holds (every
+/// tensor's shape is checked against the header first); these bounds matter for models
+/// built with random parameters and for activation sizes. Every published SD 1.x/2.x/XL UNet
+/// is far inside them (at most 1280 channels, 4 blocks, 10 transformer layers, 128 latents).
+/// Channel counts (block outputs, latent channels, text width): SDXL uses 2048 text width.
+pub const MAX_CHANNELS: usize = 1 << 13;
+/// Down (and up) blocks.
+pub const MAX_BLOCKS: usize = 8;
+/// ResNet layers and transformer layers per block.
+pub const MAX_LAYERS: usize = 32;
+/// Kernel size of `conv_in` / `conv_out` (odd; diffusers uses 3).
+pub const MAX_KERNEL: usize = 7;
+/// Padding of the downsampling convolutions (diffusers uses 0 or 1).
+pub const MAX_DOWNSAMPLE_PADDING: usize = 2;
+/// Nominal latent size (`sample_size`; 64 for SD 1.5, 128 for SDXL).
+pub const MAX_SAMPLE_SIZE: usize = 1024;
 
 impl UNet2DConditionConfig {
     /// Stable Diffusion 1.5, as in
@@ -241,6 +254,12 @@ impl UNet2DConditionConfig {
         let config: Self = read_json(path)?;
         config.resolve(path)?;
         Ok(config)
+    }
+
+    /// Checks that a model can be built from this config without absurd allocations (the
+    /// bounds are the `MAX_*` constants of this module); `path` is what errors name.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        self.resolve(path).map(drop)
     }
 
     /// Validates the config and expands per-block values; `path` is what errors name.
@@ -289,12 +308,38 @@ impl UNet2DConditionConfig {
             ("conv_in_kernel", self.conv_in_kernel),
             ("conv_out_kernel", self.conv_out_kernel),
         ] {
-            if k % 2 == 0 || k > 15 {
+            if k % 2 == 0 || k > MAX_KERNEL {
                 return Err(Error::config(
                     path,
-                    format!("{name} must be odd and at most 15, got {k}"),
+                    format!("{name} must be odd and at most {MAX_KERNEL}, got {k}"),
                 ));
             }
+        }
+        if self.downsample_padding > MAX_DOWNSAMPLE_PADDING {
+            return Err(Error::config(
+                path,
+                format!(
+                    "downsample_padding {} is above {MAX_DOWNSAMPLE_PADDING}",
+                    self.downsample_padding
+                ),
+            ));
+        }
+        if let Some(size) = self.sample_size.filter(|&s| s == 0 || s > MAX_SAMPLE_SIZE) {
+            return Err(Error::config(
+                path,
+                format!("sample_size {size} is outside 1..={MAX_SAMPLE_SIZE}"),
+            ));
+        }
+        // The sinusoidal embedding divides by `half - freq_shift`: zero or negative gives
+        // infinite frequencies and NaN embeddings.
+        if self.freq_shift >= self.block_out_channels[0] / 2 {
+            return Err(Error::config(
+                path,
+                format!(
+                    "freq_shift {} must be below half of block_out_channels[0]",
+                    self.freq_shift
+                ),
+            ));
         }
         let kind = |name: &str, plain: &str, cross: &str| -> Result<BlockKind> {
             match name {
@@ -353,7 +398,7 @@ impl UNet2DConditionConfig {
             .time_embedding_dim
             .unwrap_or(self.block_out_channels[0] * 4);
         if time_embed_dim == 0
-            || time_embed_dim > MAX_CHANNELS
+            || time_embed_dim > 4 * MAX_CHANNELS
             || !self.block_out_channels[0].is_multiple_of(2)
         {
             return Err(Error::config(

@@ -18,10 +18,14 @@ pub const DOWN_BLOCK: &str = "DownEncoderBlock2D";
 /// The only up block type of the KL autoencoders this crate builds.
 pub const UP_BLOCK: &str = "UpDecoderBlock2D";
 
-/// Upper bounds that keep a hostile config from asking for absurd allocations.
-const MAX_CHANNELS: usize = 1 << 16;
-const MAX_BLOCKS: usize = 16;
-const MAX_LAYERS: usize = 64;
+/// Upper bounds that keep a hostile config from asking for absurd allocations, checked
+/// before anything is built (the SD VAEs use at most 512 channels, 4 blocks, 2 layers).
+/// Channel counts (blocks, image and latent channels).
+pub const MAX_CHANNELS: usize = 1 << 13;
+/// Encoder (and decoder) blocks; each but the last halves the resolution.
+pub const MAX_BLOCKS: usize = 8;
+/// ResNets per encoder block.
+pub const MAX_LAYERS: usize = 32;
 
 /// The configuration of a diffusers `AutoencoderKL`. Field defaults are diffusers'.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

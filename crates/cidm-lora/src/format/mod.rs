@@ -9,7 +9,7 @@
 pub(crate) mod keys;
 mod load;
 pub(crate) mod metadata;
-pub(crate) mod tensor_file;
+pub mod tensor_file;
 
 use std::path::Path;
 

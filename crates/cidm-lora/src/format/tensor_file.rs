@@ -1,44 +1,70 @@
-//! Raw safetensors I/O for LoRA files: reading every tensor as f32 with its shape plus the
-//! header metadata, and writing f32 tensors with metadata byte-for-byte deterministically.
+//! Raw safetensors I/O for LoRA files and everything stored beside them (concept tokens,
+//! training checkpoints): reading every tensor as f32 with its shape plus the header metadata,
+//! and writing f32 tensors with metadata byte-for-byte deterministically and atomically.
 //!
 //! The writer is our own because the `safetensors` crate serialises its metadata map in hash
 //! order, so the same adapter would give different bytes on every run; a deterministic file
-//! can be committed as a fixture and compared byte for byte. Reading goes through the
-//! `safetensors` crate, which validates headers and offsets.
+//! can be committed as a fixture and compared byte for byte. Reading goes through the core's
+//! checked parser ([`cidm_diffusion::loading::parse_safetensors`]), which validates headers,
+//! offsets and names, and its decoder, which refuses NaN and infinite values.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors};
+use cidm_diffusion::loading::{decode_f32, parse_safetensors};
+use safetensors::SafeTensors;
 
 use crate::error::{LoraError, Result};
 
 /// One tensor read from a file, widened to f32.
 #[derive(Debug, Clone)]
-pub(crate) struct RawTensor {
+pub struct RawTensor {
+    /// The tensor's shape.
     pub shape: Vec<usize>,
+    /// Its values in row-major order.
     pub values: Vec<f32>,
 }
 
 /// Everything in a safetensors file: tensors by name and the `__metadata__` strings.
 #[derive(Debug, Default)]
-pub(crate) struct RawFile {
+pub struct RawFile {
+    /// Tensors by name.
     pub tensors: BTreeMap<String, RawTensor>,
+    /// The `__metadata__` strings.
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Reads a whole safetensors file (LoRA files are small: ~3 MB for rank 4 on SD 1.5).
-pub(crate) fn read(path: &Path) -> Result<RawFile> {
-    let bytes = std::fs::read(path).map_err(|source| LoraError::Io {
+/// The largest LoRA file read: 4 GiB (rank 4 on SD 1.5 is ~3 MB, rank 128 on SDXL ~0.9 GB).
+/// Checked against the file's length before it is read.
+const MAX_FILE_BYTES: u64 = 4 << 30;
+
+/// Reads a whole safetensors file through the core's checks (header length against the file,
+/// offsets, repeated names, dtypes, NaN and infinite values), after checking its size.
+pub fn read(path: &Path) -> Result<RawFile> {
+    let io = |source| LoraError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
     let corrupt = |reason: String| LoraError::CorruptFile {
         path: path.to_path_buf(),
         reason,
     };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(corrupt(format!(
+            "{len} bytes, more than the {MAX_FILE_BYTES}-byte limit of LoRA files"
+        )));
+    }
+    let mut bytes = Vec::new();
+    File::open(path)
+        .map_err(io)?
+        .take(MAX_FILE_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    let file = parse_safetensors(&bytes, path).map_err(from_core)?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let mut raw = RawFile {
         metadata: header
             .metadata()
@@ -49,28 +75,7 @@ pub(crate) fn read(path: &Path) -> Result<RawFile> {
         ..RawFile::default()
     };
     for (key, view) in file.tensors() {
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(LoraError::UnsupportedDtype {
-                    path: path.to_path_buf(),
-                    key,
-                    dtype: format!("{other:?}"),
-                })
-            }
-        };
+        let values = decode_f32(path, &key, view.dtype(), view.data()).map_err(from_core)?;
         raw.tensors.insert(
             key,
             RawTensor {
@@ -82,10 +87,42 @@ pub(crate) fn read(path: &Path) -> Result<RawFile> {
     Ok(raw)
 }
 
+/// The core's file errors in this crate's terms: a malformed file or a NaN/infinite factor is
+/// [`LoraError::CorruptFile`], a dtype it cannot read [`LoraError::UnsupportedDtype`].
+fn from_core(error: cidm_diffusion::Error) -> LoraError {
+    match error {
+        cidm_diffusion::Error::CorruptWeights { path, reason } => {
+            LoraError::CorruptFile { path, reason }
+        }
+        ref non_finite @ cidm_diffusion::Error::NonFiniteWeight { ref path, .. } => {
+            LoraError::CorruptFile {
+                path: path.clone(),
+                reason: non_finite.to_string(),
+            }
+        }
+        cidm_diffusion::Error::UnsupportedDtype {
+            path,
+            tensor,
+            dtype,
+        } => LoraError::UnsupportedDtype {
+            path,
+            key: tensor,
+            dtype,
+        },
+        other => LoraError::Model(other),
+    }
+}
+
 /// Writes f32 tensors (sorted by name) and string metadata (sorted by key) as a safetensors
 /// file. The header is padded with spaces to a multiple of 8 bytes, as the reference
-/// implementation does, so the data section is aligned.
-pub(crate) fn write(path: &Path, file: &RawFile) -> Result<()> {
+/// implementation does, so the data section is aligned. The file is replaced atomically
+/// (temporary file, fsync, rename): a crash or a full disk leaves the previous file intact.
+pub fn write(path: &Path, file: &RawFile) -> Result<()> {
+    Ok(cidm_diffusion::io::write_atomic(path, &encode(file))?)
+}
+
+/// The bytes [`write`] puts in a file.
+pub fn encode(file: &RawFile) -> Vec<u8> {
     let json = |text: &str| serde_json::Value::String(text.to_string()).to_string();
     let mut header = String::from("{");
     if !file.metadata.is_empty() {
@@ -125,8 +162,5 @@ pub(crate) fn write(path: &Path, file: &RawFile) -> Result<()> {
             bytes.extend_from_slice(&value.to_le_bytes());
         }
     }
-    std::fs::write(path, bytes).map_err(|source| LoraError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    bytes
 }

@@ -2,6 +2,8 @@
 
 mod generate;
 mod inspect;
+mod store;
+mod train_task;
 
 use std::process::ExitCode;
 
@@ -22,6 +24,8 @@ struct Cli {
 enum Command {
     Inspect(inspect::Args),
     Generate(generate::Args),
+    TrainTask(train_task::Args),
+    Store(store::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,8 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Inspect(args) => inspect::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::TrainTask(args) => train_task::run(args),
+        Command::Store(args) => store::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
