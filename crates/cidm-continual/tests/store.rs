@@ -221,15 +221,18 @@ fn a_store_refuses_other_models_second_writers_and_hostile_manifests() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let base = BaseFingerprint::of_model_dir(&model(), None).unwrap();
-    // Another model (the SD 2 fixture) has another fingerprint.
-    let other_model = model().join("../sd2-model");
+    // The fingerprint depends on the model's content, not its path: a copy has the same one,
+    // and a copy whose UNet config differs has another.
+    let copy = dir.path().join("model-copy");
+    copy_dir(&model(), &copy);
+    assert_eq!(BaseFingerprint::of_model_dir(&copy, None).unwrap(), base);
+    let config = copy.join("unet/config.json");
+    let edited = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"norm_eps\": 1e-05", "\"norm_eps\": 1e-06");
+    std::fs::write(&config, edited).unwrap();
+    assert_ne!(BaseFingerprint::of_model_dir(&copy, None).unwrap(), base);
     let other = BaseFingerprint("f".repeat(64));
-    if other_model.join("model_index.json").is_file() {
-        assert_ne!(
-            BaseFingerprint::of_model_dir(&other_model, None).ok(),
-            Some(base.clone())
-        );
-    }
 
     let writer = TaskStore::open_for_writing(&root, &base, Method::Cidm).unwrap();
     assert!(matches!(
@@ -268,4 +271,17 @@ fn a_store_refuses_other_models_second_writers_and_hostile_manifests() {
     }
     std::fs::write(root.join("store.json"), b"{ not json").unwrap();
     assert!(matches!(TaskStore::open(&root), Err(Error::Corrupt { .. })));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

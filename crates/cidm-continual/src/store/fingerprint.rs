@@ -3,9 +3,10 @@
 //!
 //! The digest (SHA-256) covers, for the text encoder, the UNet and the VAE, the `config.json`
 //! bytes, every tensor's name and shape, and the first 64 values of 16 tensors spread over
-//! the sorted names, rounded to bfloat16. Values (not bytes) make the digest independent of
-//! the file's dtype, so the `fp16` variant of a model has the fingerprint of the `fp32` one,
-//! while any fine-tune changes the sampled values. The tokenizer's `vocab.json` and
+//! the sorted names, rounded to bfloat16. Values (not bytes) keep the digest independent of
+//! the file's dtype for most models, but not for all: a value that rounds differently through
+//! f16 (a double-rounding tie, an f16 subnormal) changes it, so a store should be used with
+//! the weight variant it was trained on. Any fine-tune changes the sampled values. The tokenizer's `vocab.json` and
 //! `merges.txt` are covered too. Reading is bounded: about a thousand values per component.
 
 use std::path::Path;
@@ -35,7 +36,7 @@ impl std::fmt::Display for BaseFingerprint {
 
 impl BaseFingerprint {
     /// The fingerprint of the diffusers directory `root`; `variant` picks the weight files
-    /// read (the result does not depend on it for equal values).
+    /// read (see the module documentation for when variants agree).
     pub fn of_model_dir(root: &Path, variant: Option<&str>) -> Result<Self> {
         let dir = ModelDir::open(root)?;
         let mut hasher = Sha256::new();
