@@ -7,8 +7,9 @@ use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::Tensor;
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
+use crate::conditioning::{Conditioning, Regions};
 use crate::error::Result;
 use crate::loading::VarBuilder;
 use crate::lowrank::AdaptableLinear;
@@ -109,6 +110,70 @@ impl<B: Backend> Attention<B> {
         self.to_out
             .forward(out.swap_dims(1, 2).reshape([batch, tokens, inner]), gates)
     }
+
+    /// Regional cross-attention (see [`Regions`]): the attention of `x` to `context`, and at
+    /// each region's positions, for the samples the region lists, the attention of the same
+    /// features to the region's text with the region's gates instead (overlaps averaged).
+    /// Queries are independent rows, so attending from the region's positions alone gives
+    /// exactly those rows of the full attention.
+    ///
+    /// # Shapes
+    /// - x: `[batch, h * w, query_dim]`, context: `[batch, context_tokens, context_dim]`
+    /// - positions: one list per region, indices into `h * w`
+    /// - output: `[batch, h * w, query_dim]`
+    pub fn forward_regional(
+        &self,
+        x: Tensor<B, 3>,
+        context: &Tensor<B, 3>,
+        gates: Option<&Tensor<B, 2>>,
+        regions: &Regions<B>,
+        layer: usize,
+        positions: &[Vec<usize>],
+    ) -> Tensor<B, 3> {
+        let own = self.forward(x.clone(), Some(context), gates);
+        let [batch, tokens, dim] = own.dims();
+        let device = own.device();
+        // How many regions cover each (sample, position): host data, as the positions are.
+        let mut cover = vec![0u32; batch * tokens];
+        let mut sum = Tensor::<B, 3>::zeros([batch, tokens, dim], &device);
+        let index = |values: &[usize]| {
+            let ids: Vec<i64> = values.iter().map(|&v| v as i64).collect();
+            Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [values.len()]), &device)
+        };
+        for (region, cells) in regions.regions.iter().zip(positions) {
+            let count = region.samples.len();
+            if count == 0 || cells.is_empty() {
+                continue;
+            }
+            for &s in &region.samples {
+                for &p in cells {
+                    cover[s * tokens + p] += 1;
+                }
+            }
+            let (samples, cells) = (index(&region.samples), index(cells));
+            let inside = x
+                .clone()
+                .select(0, samples.clone())
+                .select(1, cells.clone());
+            let text = region.text.get(layer).clone().repeat_dim(0, count);
+            let gates = region.gates.as_ref().map(|g| g.get(layer));
+            let f = self.forward(inside, Some(&text), gates);
+            let placed = Tensor::<B, 3>::zeros([count, tokens, dim], &device).select_assign(
+                1,
+                cells,
+                f,
+                IndexingUpdateOp::Add,
+            );
+            sum = sum.select_assign(0, samples, placed, IndexingUpdateOp::Add);
+        }
+        let weights = |f: fn(u32) -> f32| {
+            let values: Vec<f32> = cover.iter().map(|&c| f(c)).collect();
+            Tensor::<B, 3>::from_data(TensorData::new(values, [batch, tokens, 1]), &device)
+        };
+        let keep = weights(|c| if c == 0 { 1.0 } else { 0.0 });
+        let mean = weights(|c| if c == 0 { 0.0 } else { 1.0 / c as f32 });
+        own * keep + sum * mean
+    }
 }
 
 /// diffusers' `FeedForward` with GEGLU: `net.2(h * gelu(g))` where `[h, g] = net.0.proj(x)`.
@@ -207,14 +272,46 @@ impl<B: Backend> BasicTransformerBlock<B> {
         context: &Tensor<B, 3>,
         gates: Option<&Tensor<B, 2>>,
     ) -> Tensor<B, 3> {
+        self.forward_with(x, gates, |h| self.attn2.forward(h, Some(context), gates))
+    }
+
+    /// Runs the block on this layer's part of `cond` (text, gates and, when `cond` has
+    /// regions, regional cross-attention at the positions of `resolution`). The UNet validates
+    /// `cond` before its forward pass, so the positions exist.
+    ///
+    /// # Shapes
+    /// - x: `[batch, h * w, dim]` for `resolution` `[h, w]` -> `[batch, h * w, dim]`
+    pub fn forward_conditioned(
+        &self,
+        x: Tensor<B, 3>,
+        cond: &Conditioning<B>,
+        resolution: [usize; 2],
+    ) -> Tensor<B, 3> {
+        let (context, gates) = (cond.text(self.layer), cond.gates(self.layer));
+        let regional = cond
+            .regions
+            .as_ref()
+            .and_then(|r| r.positions(resolution).map(|p| (r, p)));
+        self.forward_with(x, gates, |h| match regional {
+            Some((regions, positions)) => self
+                .attn2
+                .forward_regional(h, context, gates, regions, self.layer, positions),
+            None => self.attn2.forward(h, Some(context), gates),
+        })
+    }
+
+    /// The block with `cross` as its cross-attention on the normed features.
+    fn forward_with(
+        &self,
+        x: Tensor<B, 3>,
+        gates: Option<&Tensor<B, 2>>,
+        cross: impl FnOnce(Tensor<B, 3>) -> Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
         let x = self
             .attn1
             .forward(self.norm1.forward(x.clone()), None, gates)
             + x;
-        let x = self
-            .attn2
-            .forward(self.norm2.forward(x.clone()), Some(context), gates)
-            + x;
+        let x = cross(self.norm2.forward(x.clone())) + x;
         self.ff.forward(self.norm3.forward(x.clone())) + x
     }
 }

@@ -80,6 +80,16 @@ impl<B: Backend> DownBlock<B> {
         })
     }
 
+    /// How many skip connections the block pushes before its downsampler.
+    pub(crate) fn resnet_count(&self) -> usize {
+        self.resnets.len()
+    }
+
+    /// Whether the block ends with a strided downsampler.
+    pub(crate) fn downsamples(&self) -> bool {
+        self.downsampler.is_some()
+    }
+
     /// Runs the block, pushing every intermediate output onto `skips` for the up path.
     pub fn forward(
         &self,
@@ -210,6 +220,11 @@ impl<B: Backend> UpBlock<B> {
     /// How many skip connections the block consumes.
     pub fn skips_needed(&self) -> usize {
         self.resnets.len()
+    }
+
+    /// Whether the block ends with an upsampler.
+    pub(crate) fn upsamples(&self) -> bool {
+        self.upsampler.is_some()
     }
 
     /// Runs the block, popping its skip connections from the end of `skips`; the upsampler

@@ -14,7 +14,7 @@ use super::attention::BasicTransformerBlock;
 use super::blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
 use super::config::{memory_path, BlockKind, UNet2DConditionConfig};
 use super::embeddings::{TimestepEmbedding, Timesteps};
-use super::transformer_2d::TransformerSpec;
+use super::transformer_2d::{Transformer2DModel, TransformerSpec};
 use crate::conditioning::Conditioning;
 use crate::error::{Error, Result};
 use crate::loading::{ModelDir, SafetensorsWeights, VarBuilder};
@@ -217,6 +217,53 @@ impl<B: Backend> UNet2DConditionModel<B> {
         self.cross_attention_layers
     }
 
+    /// The `[h, w]` at which each cross-attention layer runs (stable layer order) for a
+    /// latent of `size` `[h, w]`: what regional masks must be built for. Follows the shapes
+    /// of [`Self::forward`]: `conv_in` keeps the size, each downsampler halves it (rounding
+    /// up with diffusers' padding 1), each upsampler returns to the matching skip's size.
+    pub fn attention_resolutions(&self, size: [usize; 2]) -> Vec<[usize; 2]> {
+        let k = self.config.conv_in_kernel;
+        // A stride-2 kernel-3 conv: symmetric padding p on both sides, or diffusers' one
+        // extra row and column when p is 0.
+        let pad = match self.config.downsample_padding {
+            0 => 1,
+            p => 2 * p,
+        };
+        let conv_in = |n: usize| (n + 2 * (k / 2) + 1).saturating_sub(k);
+        let down = |n: usize| (n + pad).saturating_sub(3) / 2 + 1;
+        let depth = |t: &Transformer2DModel<B>| t.transformer_blocks.len();
+        let mut res = size.map(conv_in);
+        let mut skips = vec![res];
+        let mut layers = Vec::with_capacity(self.cross_attention_layers);
+        for block in &self.down_blocks {
+            for j in 0..block.resnet_count() {
+                if let Some(t) = block.attentions.get(j) {
+                    layers.extend(std::iter::repeat_n(res, depth(t)));
+                }
+                skips.push(res);
+            }
+            if block.downsamples() {
+                res = res.map(down);
+                skips.push(res);
+            }
+        }
+        for t in &self.mid_block.attentions {
+            layers.extend(std::iter::repeat_n(res, depth(t)));
+        }
+        for block in &self.up_blocks {
+            for j in 0..block.skips_needed() {
+                skips.pop();
+                if let Some(t) = block.attentions.get(j) {
+                    layers.extend(std::iter::repeat_n(res, depth(t)));
+                }
+            }
+            if block.upsamples() {
+                res = skips.last().copied().unwrap_or(res);
+            }
+        }
+        layers
+    }
+
     /// Every transformer block, in the stable cross-attention layer order (down, mid, up);
     /// block `l` holds cross-attention layer `l`.
     pub fn transformer_blocks(&self) -> Vec<&BasicTransformerBlock<B>> {
@@ -282,7 +329,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
             .map(|b| b.bank_ranks())
             .collect();
         cond.validate(
-            self.cross_attention_layers,
+            &self.attention_resolutions([height, width]),
             self.config.cross_attention_dim,
             batch,
             &ranks,

@@ -106,7 +106,7 @@ impl<B: Backend> Transformer2DModel<B> {
             Projection::Linear(linear) => linear.forward(to_tokens(x)),
         };
         for block in &self.transformer_blocks {
-            tokens = block.forward(tokens, cond.text(block.layer), cond.gates(block.layer));
+            tokens = block.forward_conditioned(tokens, cond, [h, w]);
         }
         let x = match &self.proj_out {
             Projection::Conv(conv) => conv.forward(to_image(tokens, h, w)),
