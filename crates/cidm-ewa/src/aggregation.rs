@@ -174,14 +174,74 @@ impl<B: Backend> Ewa<B> {
         prompt: &str,
         negative: &str,
     ) -> Result<(Conditioning<B>, EwaWeights)> {
-        let batch = encoder.encode(&[negative, prompt])?;
-        let weights = self.weights(&batch, 1)?;
-        let gates = self.gates(&weights, &batch.device())?;
+        let (conditioning, mut weights) =
+            self.batch_conditioning(encoder, &[prompt], Some(&[negative]))?;
+        Ok((conditioning, weights.remove(0)))
+    }
+
+    /// The conditioning of a batch of prompts, encoded in one batch, each prompt's weights
+    /// computed once. With `negatives` (one per prompt) it is the classifier-free guidance
+    /// batch `[negatives; prompts]` of [`Self::guided_conditioning`], every negative run with
+    /// its prompt's gates; without, the prompts alone. Returns the conditioning and the
+    /// prompts' weights.
+    pub fn batch_conditioning<S: AsRef<str>, T: AsRef<str>>(
+        &self,
+        encoder: &PromptEncoder<'_, B>,
+        prompts: &[S],
+        negatives: Option<&[T]>,
+    ) -> Result<(Conditioning<B>, Vec<EwaWeights>)> {
+        let n = prompts.len();
+        let negatives: Vec<&str> = negatives
+            .map(|ns| ns.iter().map(AsRef::as_ref).collect())
+            .unwrap_or_default();
+        if n == 0 || !(negatives.is_empty() || negatives.len() == n) {
+            return Err(EwaError::InvalidInput(format!(
+                "{n} prompts and {} negative prompts: need at least one prompt and one \
+                 negative per prompt",
+                negatives.len()
+            )));
+        }
+        let first = negatives.len();
+        let mut texts = negatives;
+        texts.extend(prompts.iter().map(AsRef::as_ref));
+        let batch = encoder.encode(&texts)?;
+        let device = batch.device();
+        let weights = (first..first + n)
+            .map(|i| self.weights(&batch, i))
+            .collect::<Result<Vec<_>>>()?;
+        let gates = weights
+            .iter()
+            .map(|w| self.gates(w, &device))
+            .collect::<Result<Vec<_>>>()?;
+        let sources: Vec<&PerLayer<Tensor<B, 2>>> = if first > 0 {
+            gates.iter().chain(&gates).collect()
+        } else {
+            gates.iter().collect()
+        };
         let conditioning = Conditioning {
             text: batch.into_text(),
-            gates: Some(gates),
+            gates: Some(cat_batch(&sources, self.tasks.layers())),
             regions: None,
         };
         Ok((conditioning, weights))
     }
+}
+
+/// Per-layer tensors of several samples joined along the batch axis (shared stays shared
+/// when every input is shared).
+fn cat_batch<B: Backend>(
+    parts: &[&PerLayer<Tensor<B, 2>>],
+    layers: usize,
+) -> PerLayer<Tensor<B, 2>> {
+    if parts.iter().all(|p| matches!(p, PerLayer::Shared(_))) {
+        return PerLayer::Shared(Tensor::cat(
+            parts.iter().map(|p| p.get(0).clone()).collect(),
+            0,
+        ));
+    }
+    PerLayer::Layers(
+        (0..layers)
+            .map(|l| Tensor::cat(parts.iter().map(|p| p.get(l).clone()).collect(), 0))
+            .collect(),
+    )
 }

@@ -88,4 +88,12 @@ impl EwaWeights {
     pub fn values(&self) -> &[Vec<f64>] {
         &self.values
     }
+
+    /// Each task's weight averaged over layers: one number per task, for logs and reports.
+    pub fn mean_per_task(&self) -> Vec<f64> {
+        let layers = self.values.len().max(1) as f64;
+        (0..self.task_count())
+            .map(|i| self.values.iter().map(|w| w[i]).sum::<f64>() / layers)
+            .collect()
+    }
 }

@@ -12,9 +12,9 @@
 //! composition equals plain guided sampling of the region's prompt.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::Tensor;
 use cidm_diffusion::conditioning::{Region, Regions};
-use cidm_diffusion::pipeline::SamplingSettings;
+use cidm_diffusion::pipeline::{sample_with, SamplingSettings};
 use cidm_diffusion::{Conditioning, PerLayer, UNet2DConditionModel};
 use cidm_ewa::{Ewa, PromptConditioning, PromptEncoder};
 
@@ -185,8 +185,9 @@ impl<B: Backend> RegionalStep<B> {
 }
 
 /// Denoises one latent with regional guidance: every step is one UNet call on U + 2 samples,
-/// composed by [`compose_noise`], then the scheduler's step. `on_step(done, total)` reports
-/// progress.
+/// composed by [`compose_noise`], then the scheduler's step, through the core's sampling loop
+/// ([`sample_with`]), so a NaN is reported at the step where it appears.
+/// `on_step(done, total)` reports progress.
 ///
 /// # Shapes
 /// - latents: `[1, in_channels, h, w]` -> `[1, out_channels, h, w]`
@@ -197,25 +198,10 @@ pub fn sample_regional<B: Backend>(
     settings: &SamplingSettings,
     on_step: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor<B, 4>> {
-    let mut scheduler = settings
-        .kind
-        .build::<B>(settings.scheduler, settings.steps)?;
-    let device = latents.device();
-    let mut latents = latents * scheduler.init_noise_sigma();
-    let timesteps = scheduler.timesteps().to_vec();
-    for (i, &t) in timesteps.iter().enumerate() {
-        let t = Tensor::<B, 1>::from_data(TensorData::new(vec![t as f32], [1]), &device);
-        let noise = step.predict(unet, latents.clone(), t, settings.guidance_scale)?;
-        latents = scheduler.step(noise, latents)?;
-        on_step(i + 1, timesteps.len());
-    }
-    let finite: bool = latents.clone().is_finite().all().into_scalar().elem();
-    if !finite {
-        return Err(RegionError::InvalidInput(
-            "regional sampling produced NaN or infinite latents".into(),
-        ));
-    }
-    Ok(latents)
+    let guidance = settings.guidance_scale;
+    let mut predict =
+        |latents: Tensor<B, 4>, t: Tensor<B, 1>| step.predict(unet, latents, t, guidance);
+    sample_with(unet, latents, settings, &mut predict, on_step)
 }
 
 /// The text of the batch `[uncond, global, global x U]` per layer (shared when both are).

@@ -203,3 +203,57 @@ fn bad_regions_are_typed_errors() {
     };
     assert!(build(&two[..1], &bad_alpha).is_err());
 }
+
+/// The regional loop is the core's sampling loop: a NaN in one task's LoRA is reported at
+/// step 1 as a non-finite noise prediction, naming the bank that holds it, instead of
+/// decoding a black image.
+#[test]
+fn a_nan_in_a_task_lora_is_reported_at_the_first_step() {
+    let mut s = setup();
+    let poisoned = {
+        let first = &s.adapters[0];
+        let layers = first
+            .layers()
+            .iter()
+            .map(|(path, f)| {
+                let up = f.up.clone().mul_scalar(f32::NAN);
+                let factors = cidm_lora::LoraFactors {
+                    down: f.down.clone(),
+                    up,
+                };
+                (path.clone(), factors)
+            })
+            .collect();
+        cidm_lora::LoraAdapter::new(first.config().clone(), layers).unwrap()
+    };
+    s.adapters[0] = poisoned;
+    let (ewa, unet) = ewa_unet(&s, EwaVariant::Off);
+    let step = RegionalStep::from_prompts(
+        &unet,
+        &ewa,
+        &encoder(&s),
+        "a <c1> and a <c2>",
+        "",
+        &[full("a <c1>")],
+        LATENT,
+        &RegionalConfig::default(),
+    )
+    .unwrap();
+    let settings = SamplingSettings {
+        scheduler: &s.sd.scheduler,
+        kind: Sampler::Ddim.kind(),
+        steps: 3,
+        guidance_scale: 7.5,
+    };
+    match sample_regional(&unet, latents(), &step, &settings, &mut |_, _| {}) {
+        Err(RegionError::Diffusion(cidm_diffusion::Error::NonFiniteSample {
+            step, stage, layer, ..
+        })) => {
+            assert_eq!(step, 1);
+            assert_eq!(stage, cidm_diffusion::error::SamplingStage::NoisePrediction);
+            let layer = layer.expect("the poisoned bank is named");
+            assert!(layer.contains("attn2"), "{layer}");
+        }
+        other => panic!("expected NonFiniteSample at step 1, got {other:?}"),
+    }
+}

@@ -80,7 +80,7 @@ fn generate_writes_pngs_and_latents_that_round_trip() {
 fn bad_input_fails_cleanly() {
     let model = fixture_model();
     let model = model.to_str().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &[
                 "generate",
@@ -140,6 +140,34 @@ fn bad_input_fails_cleanly() {
                 "x.png",
             ],
             "nonexistent.safetensors",
+        ),
+        (
+            &[
+                "generate",
+                "--model",
+                model,
+                "--prompt",
+                "x",
+                "--region",
+                "x@0,0,1,1",
+                "--out",
+                "x.png",
+            ],
+            "need --store",
+        ),
+        (
+            &[
+                "generate",
+                "--model",
+                model,
+                "--store",
+                "/nonexistent-store",
+                "--prompt",
+                "x",
+                "--out",
+                "x.png",
+            ],
+            "nonexistent-store",
         ),
     ];
     for (args, expected) in cases {
@@ -213,6 +241,71 @@ fn train_task_and_store_commands_work_end_to_end() {
         "{listed}"
     );
 
+    // Generation with every stored task: EWA, the paper's variant, and two regions.
+    let generate = |extra: &[&str], out: &std::path::Path| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--prompt",
+            "a <king1> king and a <land1> land",
+            "--width",
+            "16",
+            "--height",
+            "16",
+            "--steps",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        cidm(&args)
+    };
+    for (name, extra) in [
+        ("ewa", vec![]),
+        ("paper", vec!["--ewa", "paper"]),
+        (
+            "regions",
+            vec![
+                "--region",
+                "a <king1> king@0,0,0.5,1",
+                "--region",
+                "a <land1> land@0.5,0,1,1",
+                "--num-images",
+                "2",
+            ],
+        ),
+    ] {
+        let out = dir.path().join(format!("{name}.png"));
+        let run = generate(&extra, &out);
+        assert!(run.status.success(), "{name}: {}", stderr(&run));
+        let first = if name == "regions" {
+            dir.path().join(format!("{name}-0.png"))
+        } else {
+            out
+        };
+        assert_eq!(image::open(&first).unwrap().width(), 16, "{name}");
+    }
+    for (extra, expected) in [
+        (vec!["--region", "a <king1> king@0.5,0,0.2,1"], "inverted"),
+        (
+            vec!["--region", "a <king1> king@0,0,1.5,1"],
+            "outside [0, 1]",
+        ),
+        (vec!["--region", "no box"], "expected `PROMPT@x0,y0,x1,y1`"),
+        (vec!["--ewa", "sideways"], "sideways"),
+    ] {
+        let run = generate(&extra, &dir.path().join("bad.png"));
+        assert!(!run.status.success(), "{extra:?} succeeded");
+        let err = stderr(&run);
+        assert!(
+            err.contains(expected) && !err.contains("panicked"),
+            "{extra:?}: {err}"
+        );
+    }
+
     let out = dir.path().join("export");
     let export = cidm(&[
         "store",
@@ -266,4 +359,67 @@ fn train_task_and_store_commands_work_end_to_end() {
     for output in [&again, &missing, &unknown_task] {
         assert!(!stderr(output).contains("panicked"));
     }
+}
+
+/// A `finetune` store generates with its last LoRA and refuses `--ewa`, which does not apply
+/// to one LoRA continued across tasks.
+#[test]
+fn finetune_store_uses_its_last_lora_and_refuses_ewa() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_model();
+    let store = dir.path().join("store");
+    let kings = dir.path().join("kings");
+    write_images(&kings, [220, 20, 20]);
+    let train = cidm(&[
+        "train-task",
+        "--model",
+        model.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--images",
+        kings.to_str().unwrap(),
+        "--concept",
+        "<king1>",
+        "--class",
+        "king",
+        "--method",
+        "finetune",
+        "--steps",
+        "2",
+        "--rank",
+        "2",
+    ]);
+    assert!(train.status.success(), "{}", stderr(&train));
+    let generate = |extra: &[&str]| {
+        let out = dir.path().join("out.png");
+        let mut args = vec![
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--prompt",
+            "a <king1> king",
+            "--width",
+            "16",
+            "--height",
+            "16",
+            "--steps",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        cidm(&args)
+    };
+    let plain = generate(&[]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert!(stderr(&plain).contains("LastTask"), "{}", stderr(&plain));
+    let refused = generate(&["--ewa", "code"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("does not apply"),
+        "{}",
+        stderr(&refused)
+    );
 }

@@ -8,5 +8,7 @@ mod stable_diffusion;
 
 pub use latents::{gaussian_latents, read_latents, write_latents, LATENTS_KEY};
 pub use request::{GenerationRequest, Sampler};
-pub use sampling::{apply_guidance, first_non_finite_parameter, sample, SamplingSettings};
+pub use sampling::{
+    apply_guidance, first_non_finite_parameter, sample, sample_with, SamplingSettings,
+};
 pub use stable_diffusion::{EncodedPrompts, StableDiffusion};

@@ -39,11 +39,7 @@ pub fn apply_guidance<B: Backend>(noise: Tensor<B, 4>, scale: f64) -> Tensor<B, 
 /// twice the latent batch, unconditional first, and every step runs both halves in one UNet
 /// call. `on_step(done, total)` is called after each step (progress bars).
 ///
-/// Every step ends with one reduction on the device (are all latents finite?), read back as
-/// one boolean: a NaN or infinity fails the run at the step where it first appears with
-/// [`Error::NonFiniteSample`], which names the step, its timestep, whether the UNet's
-/// prediction or the scheduler's update produced it, and the first UNet parameter that is not
-/// finite if there is one. The extra checks that locate it run only after a failure.
+/// This is [`sample_with`] with the plain guided prediction; its NaN checks apply.
 ///
 /// # Shapes
 /// - latents: `[batch, in_channels, h, w]` -> `[batch, out_channels, h, w]`
@@ -54,31 +50,61 @@ pub fn sample<B: Backend>(
     settings: &SamplingSettings,
     on_step: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor<B, 4>> {
+    let guidance = settings.guidance_scale;
+    let mut predict = |latents: Tensor<B, 4>, t: Tensor<B, 1>| -> Result<Tensor<B, 4>> {
+        if guidance > 1.0 {
+            let input = Tensor::cat(vec![latents.clone(), latents], 0);
+            Ok(apply_guidance(
+                unet.forward(input, t, conditioning)?,
+                guidance,
+            ))
+        } else {
+            unet.forward(latents, t, conditioning)
+        }
+    };
+    sample_with(unet, latents, settings, &mut predict, on_step)
+}
+
+/// The sampling loop over any noise prediction: `predict(latents, t)` returns the (guided,
+/// composed, ...) noise estimate for the current latents at timestep `t`, and the scheduler
+/// steps with it. Plain guidance ([`sample`]) and regional composition both run through this
+/// one loop, so both get the same checks.
+///
+/// Every step ends with one reduction on the device (are all latents finite?), read back as
+/// one boolean: a NaN or infinity fails the run at the step where it first appears with
+/// [`Error::NonFiniteSample`], which names the step, its timestep, whether the prediction or
+/// the scheduler's update produced it, and the first parameter of `unet` that is not finite if
+/// there is one. The extra checks that locate it run only after a failure.
+///
+/// # Shapes
+/// - latents: `[batch, in_channels, h, w]`; `predict` returns the same shape.
+pub fn sample_with<B: Backend, E: From<Error>>(
+    unet: &UNet2DConditionModel<B>,
+    latents: Tensor<B, 4>,
+    settings: &SamplingSettings,
+    predict: &mut dyn FnMut(Tensor<B, 4>, Tensor<B, 1>) -> std::result::Result<Tensor<B, 4>, E>,
+    on_step: &mut dyn FnMut(usize, usize),
+) -> std::result::Result<Tensor<B, 4>, E> {
     let mut scheduler = settings
         .kind
         .build::<B>(settings.scheduler, settings.steps)?;
     if !all_finite(latents.clone()) {
-        return Err(Error::InvalidInput(
-            "the initial latents hold NaN or infinity".into(),
-        ));
+        return Err(Error::InvalidInput("the initial latents hold NaN or infinity".into()).into());
     }
-    let guided = settings.guidance_scale > 1.0;
     let device = latents.device();
     let mut latents = latents * scheduler.init_noise_sigma();
     let timesteps = scheduler.timesteps().to_vec();
     for (i, &timestep) in timesteps.iter().enumerate() {
-        let input = if guided {
-            Tensor::cat(vec![latents.clone(), latents.clone()], 0)
-        } else {
-            latents.clone()
-        };
         let t = Tensor::<B, 1>::from_floats([timestep as f32], &device);
-        let noise = unet.forward(input, t, conditioning)?;
-        let noise = if guided {
-            apply_guidance(noise, settings.guidance_scale)
-        } else {
-            noise
-        };
+        let noise = predict(latents.clone(), t)?;
+        if noise.dims() != latents.dims() {
+            return Err(Error::InvalidInput(format!(
+                "the noise prediction has shape {:?}, the latents {:?}",
+                noise.dims(),
+                latents.dims()
+            ))
+            .into());
+        }
         latents = scheduler.step(noise.clone(), latents)?;
         if !all_finite(latents.clone()) {
             let stage = if all_finite(noise) {
@@ -94,7 +120,7 @@ pub fn sample<B: Backend>(
                 layer: first_non_finite_parameter(unet),
             };
             tracing::error!("{error}");
-            return Err(error);
+            return Err(error.into());
         }
         on_step(i + 1, timesteps.len());
     }

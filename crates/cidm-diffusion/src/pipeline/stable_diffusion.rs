@@ -112,26 +112,52 @@ impl<B: Backend> StableDiffusion<B> {
         initial: Option<Tensor<B, 4>>,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor<B, 4>> {
+        let conditioning = self.conditioning(request)?;
+        self.generate_latents_with(request, &conditioning, initial, on_step)
+    }
+
+    /// [`Self::generate_latents`] with a conditioning built elsewhere (layer-wise concept
+    /// tokens, bank gates): `conditioning` must hold the request's batch, laid out
+    /// `[negatives; prompts]` when guided, as [`Self::conditioning`] builds it.
+    pub fn generate_latents_with(
+        &self,
+        request: &GenerationRequest,
+        conditioning: &Conditioning<B>,
+        initial: Option<Tensor<B, 4>>,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Tensor<B, 4>> {
+        let latents = self.initial_latents(request, initial)?;
+        let settings = self.sampling_settings(request);
+        sample(&self.unet, latents, conditioning, &settings, on_step)
+    }
+
+    /// The request's starting latents: `initial` if given (its shape checked), else seeded
+    /// Gaussian noise, one latent per prompt.
+    pub fn initial_latents(
+        &self,
+        request: &GenerationRequest,
+        initial: Option<Tensor<B, 4>>,
+    ) -> Result<Tensor<B, 4>> {
         let [h, w] = request.validate(self.vae_scale_factor())?;
         let shape = [request.prompts.len(), self.unet.config().in_channels, h, w];
-        let latents = match initial {
-            Some(latents) if latents.dims() != shape => {
-                return Err(Error::InvalidInput(format!(
-                    "initial latents have shape {:?}, the request needs {shape:?}",
-                    latents.dims()
-                )))
-            }
-            Some(latents) => latents,
-            None => gaussian_latents(shape, request.seed, &self.device),
-        };
-        let conditioning = self.conditioning(request)?;
-        let settings = SamplingSettings {
+        match initial {
+            Some(latents) if latents.dims() != shape => Err(Error::InvalidInput(format!(
+                "initial latents have shape {:?}, the request needs {shape:?}",
+                latents.dims()
+            ))),
+            Some(latents) => Ok(latents),
+            None => Ok(gaussian_latents(shape, request.seed, &self.device)),
+        }
+    }
+
+    /// The sampler, step count and guidance of a request, over this model's scheduler config.
+    pub fn sampling_settings(&self, request: &GenerationRequest) -> SamplingSettings<'_> {
+        SamplingSettings {
             scheduler: &self.scheduler,
             kind: request.sampler.kind(),
             steps: request.steps,
             guidance_scale: request.guidance_scale,
-        };
-        sample(&self.unet, latents, &conditioning, &settings, on_step)
+        }
     }
 
     /// Decodes final latents to 8-bit RGB images, as diffusers' image processor does.
