@@ -11,7 +11,7 @@ use cidm_diffusion::{AutoencoderKL, CLIPTextModel, CLIPTokenizer, ModelDir, UNet
 use crate::checkpoint::read_checkpoint;
 use crate::data::{read_image_folder, LatentCache};
 use crate::error::{Error, Result};
-use crate::store::{check_word, BaseFingerprint, TaskManifest, TaskStore};
+use crate::store::{BaseFingerprint, TaskManifest, TaskStore};
 use crate::trainer::{TaskContext, TaskStepReport, TaskTrainer, TaskWords};
 use crate::training_config::TaskTrainingConfig;
 
@@ -69,11 +69,7 @@ pub fn train_task<B: AutodiffBackend>(
     let config = &request.config;
     config.validate()?;
     let words = &request.words;
-    words
-        .words
-        .iter()
-        .chain(&words.classes)
-        .try_for_each(|w| check_word(w))?;
+    words.validate()?;
     let base = BaseFingerprint::of_model_dir(&request.model, request.variant.as_deref())?;
     let mut store = TaskStore::open_for_writing(&request.store, &base, config.method)?;
     for word in &words.words {

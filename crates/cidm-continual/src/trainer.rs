@@ -76,6 +76,25 @@ pub struct TaskWords {
     pub classes: Vec<String>,
 }
 
+impl TaskWords {
+    /// Checks the words before anything is changed: at least one concept word, one class
+    /// word per concept word, and every word by the store's rules
+    /// ([`crate::store::check_word`]: no whitespace or control characters, bounded length).
+    pub fn validate(&self) -> Result<()> {
+        if self.words.is_empty() || self.words.len() != self.classes.len() {
+            return Err(Error::InvalidInput(format!(
+                "a task needs one class word per concept word, got {} concept and {} class words",
+                self.words.len(),
+                self.classes.len()
+            )));
+        }
+        self.words
+            .iter()
+            .chain(&self.classes)
+            .try_for_each(|w| crate::store::check_word(w))
+    }
+}
+
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TaskStepReport {
@@ -120,7 +139,7 @@ impl<B: AutodiffBackend> TaskTrainer<B> {
         config: TaskTrainingConfig,
     ) -> Result<Self> {
         config.validate()?;
-        check_words(&words)?;
+        words.validate()?;
         let task_index = context.old_tasks.len();
         let layers = context.unet.cross_attention_layers();
         let concept_words: Vec<ConceptWord> = words
@@ -196,7 +215,7 @@ impl<B: AutodiffBackend> TaskTrainer<B> {
         state: TrainingState<B>,
     ) -> Result<Self> {
         config.validate()?;
-        check_words(&words)?;
+        words.validate()?;
         if state.step > config.steps {
             return Err(Error::InvalidInput(format!(
                 "the checkpoint is at step {}, past the {} steps asked for",
@@ -529,17 +548,6 @@ fn task_lora(config: &LoraConfig, task_index: usize) -> LoraConfig {
     config
         .clone()
         .with_init_seed(config.init_seed.wrapping_add(task_index as u64))
-}
-
-fn check_words(words: &TaskWords) -> Result<()> {
-    if words.words.is_empty() || words.words.len() != words.classes.len() {
-        return Err(Error::InvalidInput(format!(
-            "a task needs one class word per concept word, got {} concept and {} class words",
-            words.words.len(),
-            words.classes.len()
-        )));
-    }
-    Ok(())
 }
 
 fn into_lora(error: Error) -> LoraError {

@@ -171,6 +171,13 @@ fn bad_settings_are_errors() {
         classes: vec!["king".into(), "land".into()],
     };
     assert!(TaskTrainer::new(context(), two_classes, good.clone()).is_err());
+    // A library caller gets the store's word rules too: no whitespace or control characters.
+    for bad in ["<king 1>", "<king\u{7}1>"] {
+        match TaskTrainer::new(context(), words(bad, "king"), good.clone()) {
+            Err(err) => assert!(err.to_string().contains(&format!("{bad:?}")), "{err}"),
+            Ok(_) => panic!("{bad:?} was accepted"),
+        }
+    }
     assert!(matches!(
         TaskTrainer::new(context(), words("king", "king"), good),
         Err(Error::WordInVocabulary(_))

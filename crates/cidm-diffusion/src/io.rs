@@ -3,7 +3,7 @@
 //! or a full disk leaves either the old file or the new one, never a torn one.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -43,5 +43,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(io)
+    result.map_err(|e| io(explain_full_disk(e)))
+}
+
+/// Spells out what ENOSPC, EFBIG and EDQUOT mean for the user (the OS says only "No space
+/// left on device" or "File too large", which reads like a bug in a file the program made),
+/// and that the previous file survived. Other errors keep the OS's words; the kind is kept.
+fn explain_full_disk(e: std::io::Error) -> std::io::Error {
+    match e.kind() {
+        ErrorKind::StorageFull | ErrorKind::FileTooLarge | ErrorKind::QuotaExceeded => {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "could not be written: the disk is full or the file is over the size or \
+                     quota limit ({e}); the previous version of the file, if any, is unchanged"
+                ),
+            )
+        }
+        _ => e,
+    }
 }

@@ -22,7 +22,10 @@ pub mod schedulers;
 pub mod unet;
 pub mod vae;
 
-pub use clip::{CLIPTextConfig, CLIPTextModel, CLIPTokenizer, TokenizedPrompt};
+pub use clip::{
+    CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTokenizer,
+    CLIPVisionModel, TokenizedPrompt,
+};
 pub use conditioning::{Conditioning, PerLayer};
 pub use error::{Error, Result};
 pub use loading::{ModelDir, SafetensorsWeights, VarBuilder};

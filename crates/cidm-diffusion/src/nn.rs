@@ -1,11 +1,20 @@
 //! Building blocks shared by every diffusers module: layers built through a [`VarBuilder`]
-//! under their diffusers names, and the layer norm whose epsilon burn keeps private.
+//! under their diffusers names, the norms, and the attention every model calls.
+//!
+//! Half precision: burn 0.21 sums f16 tensors into an f16 result, so the sum of squares of one
+//! SD 1.5 GroupNorm group (81920 elements of variance about 1) overflows 65504, and the raw
+//! attention scores `QK^T` overflow before the softmax scale is applied. The norms therefore
+//! compute their statistics, and the attention its scores and softmax, in f32 when the input
+//! is f16 or bf16 (diffusers' `upcast_softmax`), and cast the result back. At f32 (and f64)
+//! every cast is burn's same-dtype no-op, so the full-precision path is unchanged.
 
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::error::Result;
 use crate::loading::{Init, VarBuilder};
@@ -57,6 +66,28 @@ pub fn conv2d<B: Backend>(
     })
 }
 
+/// The dtype that statistics and softmax are computed in for a tensor of `dtype`: f32 for the
+/// half types, whose range (f16: 65504) and precision (bf16: 8 bits) cannot hold a sum over
+/// tens of thousands of elements; the tensor's own dtype otherwise, so that f32 costs nothing
+/// and f64 loses nothing.
+fn compute_dtype(dtype: DType) -> FloatDType {
+    match dtype {
+        DType::F16 | DType::BF16 => FloatDType::F32,
+        other => FloatDType::from(other),
+    }
+}
+
+/// `(x - mean) / sqrt(var + eps)` over the last dimension with the biased variance, computed in
+/// the tensor's [`compute_dtype`]. The centred values are reused for the variance, so the f32
+/// path does the same work as burn's own norms.
+fn standardize<B: Backend>(x: Tensor<B, 3>, eps: f64) -> Tensor<B, 3> {
+    let work = compute_dtype(x.dtype());
+    let x = x.cast(work);
+    let centered = x.clone() - x.mean_dim(2);
+    let var = centered.clone().square().mean_dim(2);
+    centered / (var + eps).sqrt()
+}
+
 /// An affine group norm, `weight` and `bias` `[channels]`.
 pub fn group_norm<B: Backend>(
     vb: &VarBuilder<B>,
@@ -65,13 +96,50 @@ pub fn group_norm<B: Backend>(
     eps: f64,
 ) -> Result<GroupNorm<B>> {
     Ok(GroupNorm {
-        gamma: Some(vb.param("weight", [channels], Init::Ones)?),
-        beta: Some(vb.param("bias", [channels], Init::Zeros)?),
+        gamma: vb.param("weight", [channels], Init::Ones)?,
+        beta: vb.param("bias", [channels], Init::Zeros)?,
         num_groups: groups,
-        num_channels: channels,
         epsilon: eps,
-        affine: true,
     })
+}
+
+/// `torch.nn.GroupNorm(groups, channels, eps)` with affine weights, whose mean and variance are
+/// computed in f32 under f16/bf16 (see the module docs) and whose output has the input's dtype.
+/// It replaces `burn::nn::GroupNorm`, which sums in the input's dtype; the struct and field
+/// names are burn's, so module paths (`norm1.gamma`) and exporters keyed on them are unchanged.
+#[derive(Module, Debug)]
+pub struct GroupNorm<B: Backend> {
+    /// Scale `[channels]` (diffusers' `weight`).
+    pub gamma: Param<Tensor<B, 1>>,
+    /// Shift `[channels]` (diffusers' `bias`).
+    pub beta: Param<Tensor<B, 1>>,
+    /// Groups the channels are split into; divides the channel count (the model configs
+    /// check this before any norm is built).
+    pub num_groups: usize,
+    /// Added to the variance.
+    pub epsilon: f64,
+}
+
+impl<B: Backend> GroupNorm<B> {
+    /// # Shapes
+    /// - x: `[batch, channels, ...]` -> the same shape and dtype
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = FloatDType::from(x.dtype());
+        let shape = x.shape();
+        let (batch, channels) = (shape[0], shape[1]);
+        let groups = self.num_groups;
+        let per_group = shape
+            .num_elements()
+            .checked_div(batch * groups)
+            .unwrap_or(0);
+        let normed = standardize(x.reshape([batch, groups, per_group]), self.epsilon);
+        let work = FloatDType::from(normed.dtype());
+        let mut affine = [1; D];
+        affine[1] = channels;
+        let scale = self.gamma.val().cast(work).reshape(affine);
+        let shift = self.beta.val().cast(work).reshape(affine);
+        (normed.reshape(shape) * scale + shift).cast(dtype)
+    }
 }
 
 /// Layer norm over the last dimension, as `torch.nn.LayerNorm(dim, eps)` with affine weights.
@@ -95,11 +163,46 @@ impl<B: Backend> LayerNorm<B> {
         })
     }
 
+    /// The statistics are computed in f32 under f16/bf16 (a width-1280 row of activations in
+    /// the hundreds overflows an f16 sum of squares); the output has the input's dtype.
+    ///
     /// # Shapes
     /// - x: `[batch, tokens, dim]` -> `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let (var, mean) = x.clone().var_mean_bias(2);
-        let x = (x - mean) / (var + self.eps).sqrt();
-        x * self.weight.val().unsqueeze::<3>() + self.bias.val().unsqueeze::<3>()
+        let dtype = FloatDType::from(x.dtype());
+        let normed = standardize(x, self.eps);
+        let work = FloatDType::from(normed.dtype());
+        let scale = self.weight.val().cast(work).unsqueeze::<3>();
+        let shift = self.bias.val().cast(work).unsqueeze::<3>();
+        (normed * scale + shift).cast(dtype)
     }
+}
+
+/// `softmax(Q K^T * scale) V` through burn's attention, with the scores and softmax in f32
+/// when the inputs are f16/bf16: diffusers' `upcast_attention` + `upcast_softmax`. burn's
+/// generic attention (the one autodiff and the GPU fallback use) forms `Q K^T` in the input
+/// dtype before scaling, so queries and keys of norm ~256 (head width 64, entries ~32) give
+/// inf scores and `inf - inf = NaN` rows in f16. At f32 the casts are no-ops. Every attention
+/// of the UNet, the VAE and CLIP goes through here.
+///
+/// # Shapes
+/// - q: `[batch, heads, tokens, head_dim]`, k and v: `[batch, heads, context, head_dim]`
+/// - output: `[batch, heads, tokens, head_dim]`, in q's dtype
+pub fn attention_upcast<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    options: AttentionModuleOptions,
+) -> Tensor<B, 4> {
+    let dtype = FloatDType::from(q.dtype());
+    let work = compute_dtype(q.dtype());
+    attention(
+        q.cast(work),
+        k.cast(work),
+        v.cast(work),
+        None,
+        None,
+        options,
+    )
+    .cast(dtype)
 }

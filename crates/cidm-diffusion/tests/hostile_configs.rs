@@ -355,3 +355,41 @@ fn fuzz_model_index() {
         |edit| load(&apply(&text, &edit)),
     );
 }
+
+#[test]
+fn fuzz_clip_model_config() {
+    let base = fixtures().join("clip-vit-model/config.json");
+    fuzz_json("clip model config", &base, 5000, |path| {
+        let result = cidm_diffusion::CLIPConfig::from_file(path);
+        if let Ok(config) = &result {
+            let vision = &config.vision_config;
+            assert!(vision.image_size <= 4096 && vision.num_positions() <= 1 << 12);
+            assert!(config.projection_dim <= 1 << 13);
+        }
+        rejected(result)
+    });
+}
+
+#[test]
+fn fuzz_clip_preprocessor_config() {
+    let base = fixtures().join("clip-vit-model/preprocessor_config.json");
+    fuzz_json("clip preprocessor config", &base, 5000, |path| {
+        let result = cidm_diffusion::CLIPImageProcessor::from_file(path);
+        if let Ok(processor) = &result {
+            // Whatever is accepted processes an image (kept small here for time) to the
+            // size the config implies.
+            let image = cidm_diffusion::vae::Rgb8Image {
+                width: 3,
+                height: 5,
+                pixels: vec![7; 45],
+            };
+            let (rw, rh) = processor.resized_size(3, 5);
+            let (cw, ch) = processor.crop.unwrap_or((rw, rh));
+            if rw * rh <= 4096 && cw * ch <= 4096 {
+                let (values, h, w) = processor.process(&image).unwrap();
+                assert_eq!((values.len(), h, w), (3 * ch * cw, ch, cw));
+            }
+        }
+        rejected(result)
+    });
+}

@@ -43,8 +43,13 @@ pub fn save_png(image: &Rgb8Image, path: &Path) -> Result<(), ImageError> {
         u32::try_from(image.height).map_err(|_| bad())?,
     );
     let buffer = image::RgbImage::from_raw(width, height, image.pixels.clone()).ok_or_else(bad)?;
+    save_rgb_png(&buffer, path)
+}
+
+/// Encodes an `image::RgbImage` (e.g. a figure) as PNG and writes it to `path` atomically.
+pub fn save_rgb_png(image: &image::RgbImage, path: &Path) -> Result<(), ImageError> {
     let mut bytes = Vec::new();
-    buffer
+    image
         .write_to(
             &mut std::io::Cursor::new(&mut bytes),
             image::ImageFormat::Png,

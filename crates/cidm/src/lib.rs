@@ -7,11 +7,15 @@
 //! `cuda`, plus `f16` for half precision on GPUs).
 
 pub mod backend;
+pub mod benchmark;
 pub mod concept_model;
+pub mod figures;
 pub mod images;
 
 pub use cidm_continual as continual;
 pub use cidm_diffusion as diffusion;
+pub use cidm_eval as eval;
 pub use cidm_ewa as ewa;
 pub use cidm_lora as lora;
 pub use cidm_regions as regions;
+pub use cidm_shapes as shapes;

@@ -277,18 +277,33 @@ impl TaskStore {
         }
         written?;
 
-        let old_subspace = self.manifest.subspace.take();
-        if let Some(subspace) = subspace {
-            let name = format!("r2-{:03}.safetensors", manifest.index);
-            write_subspace(&self.root.join(&name), subspace)?;
-            self.manifest.subspace = Some(name);
-        }
-        self.manifest.tasks.push(TaskEntry {
+        // The commit: R2's new state, then `store.json`. The store object changes only once
+        // `store.json` is written; if either write fails (a full disk), the new files go and
+        // the object still describes the store on disk, so it can be used or retried.
+        let mut next = self.manifest.clone();
+        let new_subspace = subspace.map(|_| format!("r2-{:03}.safetensors", manifest.index));
+        next.subspace = new_subspace.clone();
+        next.tasks.push(TaskEntry {
             index: manifest.index,
-            dir,
+            dir: dir.clone(),
             words: manifest.words.clone(),
         });
-        self.write_manifest()?;
+        let committed: Result<()> = (|| {
+            if let (Some(subspace), Some(name)) = (subspace, &new_subspace) {
+                write_subspace(&self.root.join(name), subspace)?;
+            }
+            next.validate()?;
+            write_json(&self.root.join(STORE_JSON), &next)
+        })();
+        if let Err(e) = committed {
+            if let Some(name) = new_subspace.filter(|n| self.manifest.subspace.as_ref() != Some(n))
+            {
+                let _ = std::fs::remove_file(self.root.join(name));
+            }
+            let _ = std::fs::remove_dir_all(tasks.join(&dir));
+            return Err(e);
+        }
+        let old_subspace = std::mem::replace(&mut self.manifest, next).subspace;
         self.remove_stale_subspace(old_subspace);
         Ok(manifest)
     }

@@ -22,6 +22,23 @@ pub enum Activation {
     Gelu,
 }
 
+impl Activation {
+    /// The activation a config's `hidden_act` names (`quick_gelu` or `gelu`); any other is
+    /// [`Error::UnsupportedConfig`] naming `path`.
+    pub(crate) fn parse(name: &str, path: &Path) -> Result<Self> {
+        match name {
+            "quick_gelu" => Ok(Activation::QuickGelu),
+            "gelu" => Ok(Activation::Gelu),
+            other => Err(Error::unsupported(
+                path,
+                "hidden_act",
+                other,
+                "`quick_gelu` or `gelu`",
+            )),
+        }
+    }
+}
+
 /// The configuration of a transformers `CLIPTextModel`. Field defaults are transformers'.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -120,18 +137,7 @@ impl CLIPTextConfig {
     /// Checks every bound (the `MAX_*` constants of this module) and returns the activation;
     /// `path` is what errors name.
     pub fn validate(&self, path: &Path) -> Result<Activation> {
-        let activation = match self.hidden_act.as_str() {
-            "quick_gelu" => Activation::QuickGelu,
-            "gelu" => Activation::Gelu,
-            other => {
-                return Err(Error::unsupported(
-                    path,
-                    "hidden_act",
-                    other,
-                    "`quick_gelu` or `gelu`",
-                ))
-            }
-        };
+        let activation = Activation::parse(&self.hidden_act, path)?;
         for (field, value, max) in [
             ("vocab_size", self.vocab_size, MAX_VOCAB),
             ("hidden_size", self.hidden_size, MAX_WIDTH),

@@ -1,21 +1,22 @@
 //! transformers' `CLIPAttention`, `CLIPMLP` and `CLIPEncoderLayer`: the pre-norm transformer
-//! layer of the CLIP text encoder, with causal self-attention (a token sees itself and the
-//! tokens before it, which is why padding after the end token cannot change earlier outputs).
+//! layer shared by the CLIP text encoder, whose self-attention is causal (a token sees itself
+//! and the tokens before it, which is why padding after the end token cannot change earlier
+//! outputs), and the CLIP vision encoder, whose patches all see each other.
 
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use super::config::Activation;
 use crate::error::Result;
 use crate::loading::VarBuilder;
-use crate::nn::{linear, LayerNorm};
+use crate::nn::{attention_upcast, linear, LayerNorm};
 
-/// Causal multi-head self-attention, `q_proj`, `k_proj`, `v_proj`, `out_proj`, all biased.
+/// Multi-head self-attention, `q_proj`, `k_proj`, `v_proj`, `out_proj`, all biased; causal in
+/// the text encoder, full in the vision encoder.
 #[derive(Module, Debug)]
 pub struct CLIPAttention<B: Backend> {
     /// Query projection.
@@ -27,11 +28,13 @@ pub struct CLIPAttention<B: Backend> {
     /// Output projection.
     pub out_proj: Linear<B>,
     heads: usize,
+    causal: bool,
 }
 
 impl<B: Backend> CLIPAttention<B> {
-    /// Builds the four `hidden -> hidden` projections.
-    pub fn new(vb: &VarBuilder<B>, hidden: usize, heads: usize) -> Result<Self> {
+    /// Builds the four `hidden -> hidden` projections; `causal` masks attention to later
+    /// tokens.
+    pub fn new(vb: &VarBuilder<B>, hidden: usize, heads: usize, causal: bool) -> Result<Self> {
         let project = |name: &str| linear(&vb.pp(name), hidden, hidden, true);
         Ok(Self {
             q_proj: project("q_proj")?,
@@ -39,6 +42,7 @@ impl<B: Backend> CLIPAttention<B> {
             v_proj: project("v_proj")?,
             out_proj: project("out_proj")?,
             heads,
+            causal,
         })
     }
 
@@ -48,7 +52,7 @@ impl<B: Backend> CLIPAttention<B> {
             .swap_dims(1, 2)
     }
 
-    /// `softmax(Q K^T / sqrt(head_dim) + causal mask) V` per head.
+    /// `softmax(Q K^T / sqrt(head_dim)) V` per head, with the causal mask if the layer has one.
     ///
     /// # Shapes
     /// - x: `[batch, tokens, hidden]` -> `[batch, tokens, hidden]`
@@ -58,10 +62,10 @@ impl<B: Backend> CLIPAttention<B> {
         let k = self.split_heads(self.k_proj.forward(x.clone()));
         let v = self.split_heads(self.v_proj.forward(x));
         let options = AttentionModuleOptions {
-            is_causal: true,
+            is_causal: self.causal,
             ..Default::default()
         };
-        let out = attention(q, k, v, None, None, options);
+        let out = attention_upcast(q, k, v, options);
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([batch, tokens, hidden]))
     }
@@ -117,7 +121,8 @@ pub struct CLIPEncoderLayer<B: Backend> {
 }
 
 impl<B: Backend> CLIPEncoderLayer<B> {
-    /// Builds layer `encoder.layers.{i}` from `vb` at that prefix.
+    /// Builds layer `encoder.layers.{i}` from `vb` at that prefix; `causal` as in
+    /// [`CLIPAttention::new`].
     pub fn new(
         vb: &VarBuilder<B>,
         hidden: usize,
@@ -125,10 +130,11 @@ impl<B: Backend> CLIPEncoderLayer<B> {
         heads: usize,
         activation: Activation,
         eps: f64,
+        causal: bool,
     ) -> Result<Self> {
         Ok(Self {
             layer_norm1: LayerNorm::new(&vb.pp("layer_norm1"), hidden, eps)?,
-            self_attn: CLIPAttention::new(&vb.pp("self_attn"), hidden, heads)?,
+            self_attn: CLIPAttention::new(&vb.pp("self_attn"), hidden, heads, causal)?,
             layer_norm2: LayerNorm::new(&vb.pp("layer_norm2"), hidden, eps)?,
             mlp: CLIPMLP::new(&vb.pp("mlp"), hidden, intermediate, activation)?,
         })

@@ -51,6 +51,7 @@ impl<B: Backend> CLIPTextModel<B> {
                     config.num_attention_heads,
                     activation,
                     config.layer_norm_eps,
+                    true,
                 )
             })
             .collect::<Result<Vec<_>>>()?;

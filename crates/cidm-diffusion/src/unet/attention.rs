@@ -5,7 +5,6 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
@@ -13,7 +12,7 @@ use crate::conditioning::{Conditioning, Regions};
 use crate::error::Result;
 use crate::loading::VarBuilder;
 use crate::lowrank::AdaptableLinear;
-use crate::nn::{linear, LayerNorm};
+use crate::nn::{attention_upcast, linear, LayerNorm};
 
 /// Multi-head attention with adaptable projections `to_q`, `to_k`, `to_v` (biased only in the
 /// VAE) and `to_out.0` (with bias): `softmax(Q K^T / sqrt(d)) V` per head.
@@ -105,7 +104,7 @@ impl<B: Backend> Attention<B> {
         let q = self.split_heads(self.to_q.forward(x, gates));
         let k = self.split_heads(self.to_k.forward(context.clone(), gates));
         let v = self.split_heads(self.to_v.forward(context, gates));
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        let out = attention_upcast(q, k, v, AttentionModuleOptions::default());
         let inner = out.dims()[1] * out.dims()[3];
         self.to_out
             .forward(out.swap_dims(1, 2).reshape([batch, tokens, inner]), gates)

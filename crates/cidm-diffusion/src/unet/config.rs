@@ -88,7 +88,8 @@ pub struct UNet2DConditionConfig {
     pub num_attention_heads: Option<PerBlock<usize>>,
     /// Linear rather than 1x1-conv `proj_in`/`proj_out` in the transformers (SD 2.x: true).
     pub use_linear_projection: bool,
-    /// Compute attention in f32 under f16 weights (SD 2.1: true). The f32 path always does.
+    /// diffusers' switch for attention scores in f32 under f16 (SD 2.1: true). Read for
+    /// compatibility only: scores and softmax are always f32 here (`nn::attention_upcast`).
     pub upcast_attention: bool,
     /// Kernel size of `conv_in` (default 3).
     pub conv_in_kernel: usize,

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -18,7 +17,7 @@ use super::transformer_2d::{Transformer2DModel, TransformerSpec};
 use crate::conditioning::Conditioning;
 use crate::error::{Error, Result};
 use crate::loading::{ModelDir, SafetensorsWeights, VarBuilder};
-use crate::nn::{conv2d, group_norm};
+use crate::nn::{conv2d, group_norm, GroupNorm};
 
 /// The conditional UNet of Stable Diffusion 1.x / 2.x.
 #[derive(Module, Debug)]

@@ -2,14 +2,14 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::error::Result;
 use crate::loading::VarBuilder;
-use crate::nn::{conv2d, group_norm, linear};
+use crate::nn::{conv2d, group_norm, linear, GroupNorm};
 
 /// A residual block conditioned on the time embedding:
 /// `(x + conv2(silu(norm2(conv1(silu(norm1(x))) + proj(silu(temb)))))) / scale`, with a 1x1

@@ -4,7 +4,7 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, Linear};
+use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -12,7 +12,7 @@ use super::attention::BasicTransformerBlock;
 use crate::conditioning::Conditioning;
 use crate::error::Result;
 use crate::loading::VarBuilder;
-use crate::nn::{conv2d, group_norm, linear};
+use crate::nn::{conv2d, group_norm, linear, GroupNorm};
 
 /// `proj_in` / `proj_out`: a 1x1 convolution or a linear layer on the flattened pixels.
 #[derive(Module, Debug)]

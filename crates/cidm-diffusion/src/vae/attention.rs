@@ -13,14 +13,14 @@
 //! the deprecated one and then fails `ensure_all_used` on the other.
 
 use burn::module::{Module, Param};
-use burn::nn::{GroupNorm, Linear};
+use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::loading::{Init, SafetensorsWeights, VarBuilder};
 use crate::lowrank::AdaptableLinear;
-use crate::nn::{group_norm, linear};
+use crate::nn::{group_norm, linear, GroupNorm};
 use crate::unet::attention::Attention;
 
 /// The four projections: current diffusers name, deprecated name.

@@ -2,7 +2,6 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -12,7 +11,7 @@ use super::blocks::{UNetMidBlock2D, UpDecoderBlock2D, VAE_NORM_EPS};
 use super::config::AutoencoderKLConfig;
 use crate::error::Result;
 use crate::loading::VarBuilder;
-use crate::nn::{conv2d, group_norm};
+use crate::nn::{conv2d, group_norm, GroupNorm};
 
 /// `conv_in` to the widest channels, the mid block, the up blocks (block widths reversed,
 /// `layers_per_block + 1` ResNets each), then norm, SiLU and `conv_out`.

@@ -3,7 +3,6 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -13,7 +12,7 @@ use super::blocks::{DownEncoderBlock2D, UNetMidBlock2D, VAE_NORM_EPS};
 use super::config::AutoencoderKLConfig;
 use crate::error::Result;
 use crate::loading::VarBuilder;
-use crate::nn::{conv2d, group_norm};
+use crate::nn::{conv2d, group_norm, GroupNorm};
 
 /// `conv_in`, the down blocks, the mid block, then norm, SiLU and `conv_out` to twice the
 /// latent channels (diffusers' `double_z=True`).

@@ -1,7 +1,11 @@
 //! The `cidm` command-line tool.
 
+mod benchmark;
+mod demo;
+mod eval;
 mod generate;
 mod inspect;
+mod progress;
 mod store;
 mod train_task;
 
@@ -23,23 +27,33 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Inspect(inspect::Args),
+    Demo(demo::Args),
+    Benchmark(benchmark::Args),
     Generate(generate::Args),
     TrainTask(train_task::Args),
     Store(store::Args),
+    Eval(eval::Args),
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Benchmarks show one progress bar; per-task log lines would scroll it away.
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Benchmark(_));
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| if quiet { "warn" } else { "info" }.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match Cli::parse().command {
+    let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Benchmark(args) => benchmark::run(args),
         Command::Generate(args) => generate::run(args),
         Command::TrainTask(args) => train_task::run(args),
         Command::Store(args) => store::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
