@@ -2,6 +2,8 @@
 //! after each task, a layout with regions; the report folder; rerunning continues from the
 //! stores; plans from TOML and their errors.
 
+mod common;
+
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
@@ -11,27 +13,8 @@ use cidm::benchmark::{
 };
 use cidm::continual::{Method, TaskTrainingConfig};
 use cidm::shapes::eval::{ConceptScores, RegionScore};
+use common::{fixture_model, write_images};
 use image::RgbImage;
-
-fn fixture_model() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../cidm-diffusion/tests/fixtures/pipeline-model")
-}
-
-fn write_images(dir: &Path, colour: [u8; 3]) {
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..2u32 {
-        image::RgbImage::from_fn(16, 16, |x, y| {
-            image::Rgb(if x.abs_diff(4 + 6 * i) < 3 && y.abs_diff(8) < 3 {
-                colour
-            } else {
-                [128, 128, 128]
-            })
-        })
-        .save(dir.join(format!("{i}.png")))
-        .unwrap();
-    }
-}
 
 /// Scores an image by its mean red value (IA) and green value (TA), and records every call,
 /// so the test sees exactly what the runner asked to be scored.

@@ -1,24 +1,9 @@
 //! The `cidm` binary end to end on the tiny pipeline fixture: images and latents are written,
 //! bad input fails with a clear message and a non-zero exit, never a panic.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn fixture_model() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../cidm-diffusion/tests/fixtures/pipeline-model")
-}
-
-fn cidm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cidm"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use common::{cidm, fixture_model, stderr, write_images};
 
 #[test]
 fn generate_writes_pngs_and_latents_that_round_trip() {
@@ -179,21 +164,6 @@ fn bad_input_fails_cleanly() {
     }
 }
 
-fn write_images(dir: &std::path::Path, colour: [u8; 3]) {
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..2u32 {
-        image::RgbImage::from_fn(16, 16, |x, y| {
-            image::Rgb(if x.abs_diff(4 + 6 * i) < 3 && y.abs_diff(8) < 3 {
-                colour
-            } else {
-                [128, 128, 128]
-            })
-        })
-        .save(dir.join(format!("{i}.png")))
-        .unwrap();
-    }
-}
-
 /// Two tasks trained in sequence land in the store; `store list`, `export` and `remove` work
 /// on it; bad input is a clear error.
 #[test]
@@ -243,25 +213,7 @@ fn train_task_and_store_commands_work_end_to_end() {
 
     // Generation with every stored task: EWA, the paper's variant, and two regions.
     let generate = |extra: &[&str], out: &std::path::Path| {
-        let mut args = vec![
-            "generate",
-            "--model",
-            model.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--prompt",
-            "a <king1> king and a <land1> land",
-            "--width",
-            "16",
-            "--height",
-            "16",
-            "--steps",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        cidm(&args)
+        generate_with_store(&store, "a <king1> king and a <land1> land", out, extra)
     };
     for (name, extra) in [
         ("ewa", vec![]),
@@ -390,28 +342,8 @@ fn finetune_store_uses_its_last_lora_and_refuses_ewa() {
         "2",
     ]);
     assert!(train.status.success(), "{}", stderr(&train));
-    let generate = |extra: &[&str]| {
-        let out = dir.path().join("out.png");
-        let mut args = vec![
-            "generate",
-            "--model",
-            model.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--prompt",
-            "a <king1> king",
-            "--width",
-            "16",
-            "--height",
-            "16",
-            "--steps",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        cidm(&args)
-    };
+    let out = dir.path().join("out.png");
+    let generate = |extra: &[&str]| generate_with_store(&store, "a <king1> king", &out, extra);
     let plain = generate(&[]);
     assert!(plain.status.success(), "{}", stderr(&plain));
     assert!(stderr(&plain).contains("LastTask"), "{}", stderr(&plain));
@@ -422,4 +354,33 @@ fn finetune_store_uses_its_last_lora_and_refuses_ewa() {
         "{}",
         stderr(&refused)
     );
+}
+
+/// `cidm generate` of `prompt` with every task of `store`, 16x16, 2 steps, plus `extra` flags.
+fn generate_with_store(
+    store: &std::path::Path,
+    prompt: &str,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let model = fixture_model();
+    let mut args = vec![
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--prompt",
+        prompt,
+        "--width",
+        "16",
+        "--height",
+        "16",
+        "--steps",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    cidm(&args)
 }

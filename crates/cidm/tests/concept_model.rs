@@ -1,9 +1,6 @@
 //! `ConceptModel` on the tiny complete Stable Diffusion fixture with two tasks (random
 //! non-zero LoRAs, random layer-wise rows): each aggregation against an independent path.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use cidm::concept_model::{Aggregation, ConceptModel, ConceptModelError};
@@ -11,56 +8,34 @@ use cidm::continual::{ConceptTokens, Method, TaskLearner};
 use cidm::diffusion::pipeline::{gaussian_latents, sample, GenerationRequest};
 use cidm::diffusion::{Sampler, StableDiffusion};
 use cidm::ewa::EwaVariant;
-use cidm::lora::{LoraAdapter, LoraConfig, LoraFactors};
+
+#[path = "../../cidm-ewa/tests/common/mod.rs"]
+mod ewa_common;
 
 type B = burn::backend::Flex;
 
 const WORDS: [&str; 2] = ["<c1>", "<c2>"];
 
-fn model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../cidm-diffusion/tests/fixtures/pipeline-model")
-}
-
 fn base() -> StableDiffusion<B> {
-    StableDiffusion::from_model_dir(&model_dir(), None, &Default::default()).unwrap()
+    StableDiffusion::from_model_dir(&ewa_common::model_dir(), None, &Default::default()).unwrap()
 }
 
-/// Two learners with random factors (up ~ N(0, 0.3), so the LoRAs change the output) and
-/// random rows (sigma 0.5, far from any vocabulary row).
+/// Two learners: the EWA tests' random rank-2 LoRAs (up ~ N(0, 0.3), so they change the
+/// output) and random rows (sigma 0.5, far from any vocabulary row).
 fn learners(sd: &StableDiffusion<B>) -> Vec<TaskLearner<B>> {
     let device = Default::default();
+    let adapters = ewa_common::setup().adapters;
     B::seed(&device, 7);
     let layers = sd.unet.cross_attention_layers();
     let hidden = sd.text_encoder.config().hidden_size;
     WORDS
         .iter()
-        .enumerate()
-        .map(|(i, word)| {
-            let config = LoraConfig::new(2, 4.0).with_init_seed(i as u64);
-            let fresh = LoraAdapter::init(&config, &sd.unet, &device).unwrap();
-            let factors: BTreeMap<String, LoraFactors<B>> = fresh
-                .layers()
-                .iter()
-                .map(|(path, f)| {
-                    let up = Tensor::random(f.up.dims(), Distribution::Normal(0.0, 0.3), &device);
-                    let factors = LoraFactors {
-                        down: f.down.clone(),
-                        up,
-                    };
-                    (path.clone(), factors)
-                })
-                .collect();
-            TaskLearner {
-                words: vec![word.to_string()],
-                classes: vec!["king".into()],
-                adapter: LoraAdapter::new(config, factors).unwrap(),
-                tokens: Tensor::random(
-                    [1, layers, hidden],
-                    Distribution::Normal(0.0, 0.5),
-                    &device,
-                ),
-            }
+        .zip(adapters)
+        .map(|(word, adapter)| TaskLearner {
+            words: vec![word.to_string()],
+            classes: vec!["king".into()],
+            adapter,
+            tokens: Tensor::random([1, layers, hidden], Distribution::Normal(0.0, 0.5), &device),
         })
         .collect()
 }

@@ -1,17 +1,15 @@
 //! SIGKILL at arbitrary points never leaves a store or checkpoint that fails to load, and
 //! `--resume` after the kills finishes with exactly the learner of an uninterrupted run.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use burn::backend::Flex;
 use cidm::continual::{read_checkpoint, TaskStore};
-
-fn fixture_model() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../cidm-diffusion/tests/fixtures/pipeline-model")
-}
+use common::fixture_model;
 
 fn train(store: &Path, images: &Path, resume: bool) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cidm"));

@@ -2,9 +2,11 @@
 //! the values tools/clip_eval_fixtures.py computed with transformers (within 1e-4 on the x100
 //! scale, as in cidm-eval's tests), and bad input fails with a message, never a panic.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
+use std::path::PathBuf;
+
+use common::{cidm, stderr};
 use serde_json::Value;
 
 fn crates() -> PathBuf {
@@ -17,17 +19,6 @@ fn clip_model() -> String {
 
 fn path(relative: &str) -> String {
     crates().join(relative).to_str().unwrap().to_string()
-}
-
-fn cidm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cidm"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn expected() -> Value {

@@ -12,32 +12,15 @@
 //! - 32 blocks (16 or 32 kB): the learner and manifest are written and the task folder is in
 //!   place, then R2's state fails, so the save must also take the task folder back.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use burn::backend::Flex;
 use cidm::continual::TaskStore;
-
-fn fixture_model() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../cidm-diffusion/tests/fixtures/pipeline-model")
-}
-
-fn write_images(dir: &Path, colour: [u8; 3]) {
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..2u32 {
-        image::RgbImage::from_fn(16, 16, |x, y| {
-            image::Rgb(if x.abs_diff(4 + 6 * i) < 3 && y.abs_diff(8) < 3 {
-                colour
-            } else {
-                [128, 128, 128]
-            })
-        })
-        .save(dir.join(format!("{i}.png")))
-        .unwrap();
-    }
-}
+use common::{fixture_model, write_images};
 
 /// `cidm train-task` for one concept, two steps, under a file-size limit of `blocks` when
 /// given.
