@@ -115,6 +115,12 @@ pub fn write_checkpoint<B: Backend>(
     };
     file.metadata
         .insert(CHECKPOINT_KEY.into(), to_json(&header)?);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
     tensor_file::write(path, &file)?;
     Ok(())
 }

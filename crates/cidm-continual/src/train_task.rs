@@ -135,7 +135,7 @@ pub fn train_task<B: AutodiffBackend>(
         subspace: store.load_subspace::<B>(device)?,
     };
 
-    let checkpoint = store.checkpoint_path(&words.words)?;
+    let checkpoint = store.checkpoint_path(&words.words);
     let mut trainer = if checkpoint.is_file() {
         if !request.resume {
             return Err(Error::CheckpointExists(checkpoint));

@@ -108,7 +108,12 @@ fn two_cidm_tasks_fill_the_store_and_round_trip() {
         (Method::Cidm, 3, 2)
     );
     assert!(manifest.final_loss.is_some_and(f32::is_finite));
-    assert!(!store.checkpoint_path(&manifest.words).unwrap().exists());
+    assert!(!store.checkpoint_path(&manifest.words).exists());
+    // Asking where a checkpoint would go writes nothing, even for a new word.
+    let training = store.root().join("training");
+    let _ = std::fs::remove_dir(&training);
+    let _ = store.checkpoint_path(&["<new1>".to_string()]);
+    assert!(!training.exists());
 
     // Export: a PEFT file that the LoRA loader reads back to the stored factors exactly.
     let out = dir.path().join("export");
@@ -170,8 +175,7 @@ fn an_interrupted_task_resumes_to_the_uninterrupted_result() {
     let base = BaseFingerprint::of_model_dir(&model(), None).unwrap();
     let checkpoint = TaskStore::open_for_writing(&store_dir, &base, Method::Cidm)
         .unwrap()
-        .checkpoint_path(&request.words.words)
-        .unwrap();
+        .checkpoint_path(&request.words.words);
     let mut interrupted = TaskTrainer::new(
         context(&images, "a photo of a <king1> king", &request.config),
         request.words.clone(),

@@ -213,16 +213,18 @@ impl TaskStore {
         Ok(Some(subspace))
     }
 
-    /// Where the checkpoint of a training of `words` lives (under `training/`).
-    pub fn checkpoint_path(&self, words: &[String]) -> Result<PathBuf> {
+    /// Where the checkpoint of a training of `words` lives (under `training/`, which
+    /// [`crate::checkpoint::write_checkpoint`] creates when it first writes there; asking
+    /// changes nothing on disk).
+    pub fn checkpoint_path(&self, words: &[String]) -> PathBuf {
         let slug: String = words
             .join("-")
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        let dir = self.root.join(TRAINING);
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        Ok(dir.join(format!("{slug}.ckpt.safetensors")))
+        self.root
+            .join(TRAINING)
+            .join(format!("{slug}.ckpt.safetensors"))
     }
 
     /// Adds a trained task: its learner and manifest into `tasks/task-NNN/`, R2's state after
