@@ -152,6 +152,11 @@ fn runs_every_method_with_forgetting_and_resumes_from_the_stores() {
         assert_eq!(run.layouts.len(), 1);
         assert!(run.layouts[0].image.is_file());
         assert!(run.train_seconds > 0.0);
+        assert_eq!(run.final_losses.len(), 2);
+        assert!(run
+            .final_losses
+            .iter()
+            .all(|l| l.is_some_and(f32::is_finite)));
     }
     let written = write_report(&plan, &results, &out).unwrap();
     for name in [

@@ -130,6 +130,21 @@ fn markdown(plan: &BenchmarkPlan, results: &BenchmarkResults, plot: bool) -> Str
         }
         md.push_str("\n![multi-concept images](regions.png)\n");
     }
+    md.push_str("\n## Training\n\nDenoising loss at each task's last step.\n\n| task |");
+    for m in &results.methods {
+        let _ = write!(md, " {} |", method_label(m.method));
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---:|".repeat(results.methods.len()));
+    md.push('\n');
+    for (t, name) in results.tasks.iter().enumerate() {
+        let _ = write!(md, "| {name} |");
+        for m in &results.methods {
+            let loss = m.final_losses.get(t).copied().flatten();
+            let _ = write!(md, " {} |", loss.map_or("-".into(), |v| format!("{v:.4}")));
+        }
+        md.push('\n');
+    }
     md.push_str(
         "\n## Time\n\n| method | training (s) | generation and scoring (s) |\n|---|---:|---:|\n",
     );

@@ -89,6 +89,8 @@ pub struct MethodRun {
     pub images: Vec<Vec<Vec<PathBuf>>>,
     /// Multi-concept layouts after the last task.
     pub layouts: Vec<LayoutRun>,
+    /// Each task's denoising loss at its last training step, from the store's manifests.
+    pub final_losses: Vec<Option<f32>>,
     /// Seconds spent training (tasks trained in this run only).
     pub train_seconds: f64,
     /// Seconds spent generating and scoring.
@@ -145,6 +147,7 @@ fn run_method(
         history: Vec::new(),
         images: Vec::new(),
         layouts: Vec::new(),
+        final_losses: Vec::new(),
         train_seconds: 0.0,
         eval_seconds: 0.0,
     };
@@ -238,6 +241,12 @@ fn run_method(
             run.eval_seconds += started.elapsed().as_secs_f64();
         }
     }
+    let store = TaskStore::open(&store_dir)?;
+    run.final_losses = store
+        .tasks()
+        .iter()
+        .map(|t| Ok(store.task_manifest(t.index)?.final_loss))
+        .collect::<Result<_>>()?;
     Ok(run)
 }
 
