@@ -1,0 +1,231 @@
+//! Issue 8's GPU benchmark, our side: times the five workloads of a CIDM generation and
+//! training stack on the backend the `cidm` features select (`cuda`, `cuda,f16`, `wgpu`, or
+//! the default CPU backend), for SD 1.5's UNet config with random weights (`--config sd15`)
+//! or a tiny one that runs in seconds on a CPU (`--config tiny`).
+//!
+//! It prints one line per measurement (format in `gpu_bench/report.rs`) on stdout, logs on
+//! stderr, and writes the records as JSON with `--json`. `tools/gpu_bench_reference.py` times
+//! the same work with PyTorch and diffusers, and `tools/gpu_bench.sh` runs both and prints the
+//! ratios; docs/performance.md explains how to build and run them on a GPU machine.
+//!
+//!     cargo run --release --example gpu_bench -p cidm -- --config tiny --reps 3
+//!     cargo build --release --example gpu_bench -p cidm --features cuda,f16
+
+#[path = "gpu_bench/error.rs"]
+mod error;
+#[path = "gpu_bench/memory.rs"]
+mod memory;
+#[path = "gpu_bench/report.rs"]
+mod report;
+#[path = "gpu_bench/setup.rs"]
+mod setup;
+#[path = "gpu_bench/timing.rs"]
+mod timing;
+#[path = "gpu_bench/workloads.rs"]
+mod workloads;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+
+use cidm::backend;
+use error::{BenchError, Result};
+use report::Record;
+use setup::{ConfigName, Setup};
+use timing::Timing;
+use workloads::{EwaModel, Reps};
+
+/// The workloads, in the order they run (training first: its memory reading is a
+/// high-water mark of the process, so nothing else may have run before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// One LoRA training step, batch 1, with peak memory.
+    Train,
+    /// One UNet step with guidance, batch 2.
+    Step,
+    /// A whole DPM-Solver++ sampling run with guidance, batch 1.
+    Sample,
+    /// EWA's per-prompt weights and gates over 10 tasks.
+    EwaWeights,
+    /// EWA's per-prompt work plus one gated guided UNet step.
+    Ewa,
+    /// One regional step with 2 regions (a UNet call of 4 samples).
+    Regional,
+}
+
+/// Command-line options.
+#[derive(Debug, Parser)]
+#[command(about = "Times CIDM's UNet step, LoRA step, sampling, EWA and regional step")]
+struct Args {
+    /// UNet configuration (random weights).
+    #[arg(long, value_enum, default_value = "sd15")]
+    config: ConfigName,
+    /// Untimed runs before the timed ones.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed repetitions of each workload.
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    /// Steps of the sampling run.
+    #[arg(long, default_value_t = 50)]
+    sampling_steps: usize,
+    /// Run only these workloads (comma-separated); all by default.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Workload>,
+    /// Also write the records to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Print the UNet config as diffusers `config.json` and exit (the reference builds the
+    /// same network from it).
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(&Args::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("gpu_bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the selected workloads; `Ok(false)` when one of them failed (its line says why).
+fn run(args: &Args) -> Result<bool> {
+    let setup = Setup::new(args.config)?;
+    if args.print_config {
+        println!("{}", serde_json::to_string_pretty(&setup.unet)?);
+        return Ok(true);
+    }
+    if args.reps == 0 || args.sampling_steps == 0 {
+        return Err(BenchError::InvalidArgument(
+            "--reps and --sampling-steps must be at least 1".into(),
+        ));
+    }
+    let reps = Reps {
+        warmup: args.warmup,
+        reps: args.reps,
+    };
+    let selected = |w: Workload| args.only.is_empty() || args.only.contains(&w);
+    let dtype = if backend::HALF_PRECISION {
+        "f16"
+    } else {
+        "f32"
+    };
+    tracing::info!(config = ?args.config, backend = backend::NAME, dtype, "gpu_bench");
+
+    let mut records = Vec::new();
+    let mut emit = |name: String, result: Result<(Timing, Option<memory::PeakMemory>)>| {
+        let record = match result {
+            Ok((timing, memory)) => Record {
+                name,
+                dtype,
+                device: backend::NAME,
+                timing: Some(timing),
+                memory,
+                error: None,
+            },
+            Err(e) => Record {
+                name,
+                dtype,
+                device: backend::NAME,
+                timing: None,
+                memory: None,
+                error: Some(e.to_string()),
+            },
+        };
+        println!("{}", record.line());
+        records.push(record);
+    };
+    let timed = |result: Result<Timing>| result.map(|t| (t, None));
+
+    if selected(Workload::Train) {
+        tracing::info!("LoRA training step");
+        emit(
+            "lora_train_step_b1".into(),
+            workloads::lora_train_step(&setup, reps),
+        );
+    }
+    let inference = [
+        Workload::Step,
+        Workload::Sample,
+        Workload::EwaWeights,
+        Workload::Ewa,
+        Workload::Regional,
+    ];
+    if inference.into_iter().any(selected) {
+        let unet = workloads::base_unet(&setup)?;
+        if selected(Workload::Step) {
+            tracing::info!("UNet step");
+            emit(
+                "unet_step_cfg_b2".into(),
+                timed(workloads::unet_step_cfg(&setup, &unet, reps)),
+            );
+        }
+        if selected(Workload::Sample) {
+            tracing::info!(steps = args.sampling_steps, "sampling");
+            emit(
+                format!("sample_dpmpp{}_cfg_b1", args.sampling_steps),
+                timed(workloads::sampling(
+                    &setup,
+                    &unet,
+                    args.sampling_steps,
+                    reps,
+                )),
+            );
+        }
+        let ewa_workloads = [Workload::EwaWeights, Workload::Ewa, Workload::Regional];
+        if ewa_workloads.into_iter().any(selected) {
+            let model = EwaModel::new(&setup, &unet)?;
+            drop(unet);
+            if selected(Workload::EwaWeights) {
+                tracing::info!("EWA weights");
+                emit(
+                    "ewa10_weights".into(),
+                    timed(workloads::ewa_weights(&model, reps)),
+                );
+            }
+            if selected(Workload::Ewa) {
+                tracing::info!("EWA step");
+                emit(
+                    "ewa10_step_cfg_b2".into(),
+                    timed(workloads::ewa_step_cfg(&setup, &model, reps)),
+                );
+            }
+            if selected(Workload::Regional) {
+                tracing::info!("regional step");
+                emit(
+                    "regional2_step_b4".into(),
+                    timed(workloads::regional_step(&setup, &model, reps)),
+                );
+            }
+        }
+    }
+
+    let all_ok = records.iter().all(|r| r.error.is_none());
+    if let Some(path) = &args.json {
+        let report = serde_json::json!({
+            "config": format!("{:?}", args.config).to_lowercase(),
+            "backend": backend::NAME,
+            "dtype": dtype,
+            "warmup": args.warmup,
+            "records": records,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).map_err(|source| {
+            BenchError::Io {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+    }
+    Ok(all_ok)
+}

@@ -1,0 +1,42 @@
+//! The benchmark's one error type: every library error it can meet, typed, so a failed
+//! measurement says which crate refused what.
+
+/// Why a benchmark run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The diffusion core refused a config or an input.
+    #[error(transparent)]
+    Diffusion(#[from] cidm::diffusion::Error),
+    /// LoRA setup or training failed.
+    #[error(transparent)]
+    Lora(#[from] cidm::lora::LoraError),
+    /// Elastic weight aggregation failed.
+    #[error(transparent)]
+    Ewa(#[from] cidm::ewa::EwaError),
+    /// Regional sampling setup or a regional step failed.
+    #[error(transparent)]
+    Regions(#[from] cidm::regions::RegionError),
+    /// The backend could not finish its queued work (device sync).
+    #[error("backend sync failed: {0}")]
+    Sync(String),
+    /// A tensor could not be read back to the host as f32.
+    #[error("reading a tensor back: {0}")]
+    ReadBack(String),
+    /// A command-line value is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Writing the JSON report failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file being written.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Serialising the JSON report or the config failed.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// The benchmark's result type.
+pub type Result<T> = std::result::Result<T, BenchError>;
