@@ -247,7 +247,10 @@ fn a_nan_in_a_task_lora_is_reported_at_the_first_step() {
     };
     match sample_regional(&unet, latents(), &step, &settings, &mut |_, _| {}) {
         Err(RegionError::Diffusion(cidm_diffusion::Error::NonFiniteSample {
-            step, stage, layer, ..
+            step,
+            stage,
+            layer,
+            ..
         })) => {
             assert_eq!(step, 1);
             assert_eq!(stage, cidm_diffusion::error::SamplingStage::NoisePrediction);
