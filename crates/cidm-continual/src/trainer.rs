@@ -23,7 +23,8 @@ use burn::module::Module;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor};
+use cidm_diffusion::pipeline::gaussian;
 use cidm_diffusion::schedulers::DdpmNoiser;
 use cidm_diffusion::{CLIPTextModel, CLIPTokenizer, UNet2DConditionModel};
 use cidm_lora::{
@@ -32,7 +33,6 @@ use cidm_lora::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 
 use crate::checkpoint::{write_checkpoint, TrainingState};
 use crate::common_subspace::CommonSubspace;
@@ -463,7 +463,7 @@ impl<B: AutodiffBackend> TaskTrainer<B> {
         for _ in 0..self.config.batch_size {
             let index = rng.random_range(0..count);
             let [_, c, h, w] = self.data.shape(index).unwrap_or_default();
-            let noise = normal::<B, 4>(rng, [1, c, h, w], &device);
+            let noise = gaussian::<B, 4>(rng, [1, c, h, w], &device);
             let (top, left) = match self.config.crop {
                 Crop::Center => (h.saturating_sub(size) / 2, w.saturating_sub(size) / 2),
                 Crop::Random => (
@@ -476,9 +476,9 @@ impl<B: AutodiffBackend> TaskTrainer<B> {
         }
         let latents = Tensor::cat(latents, 0);
         let [batch, channels, h, w] = latents.dims();
-        let mut noise = normal::<B, 4>(rng, [batch, channels, h, w], &device);
+        let mut noise = gaussian::<B, 4>(rng, [batch, channels, h, w], &device);
         if self.config.noise_offset > 0.0 {
-            let offset = normal::<B, 4>(rng, [batch, channels, 1, 1], &device);
+            let offset = gaussian::<B, 4>(rng, [batch, channels, 1, 1], &device);
             noise = noise + offset.mul_scalar(self.config.noise_offset);
         }
         let train_steps = self.noiser.schedule().num_train_timesteps();
@@ -566,15 +566,4 @@ fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(step);
     rng
-}
-
-fn normal<B: AutodiffBackend, const D: usize>(
-    rng: &mut ChaCha8Rng,
-    shape: [usize; D],
-    device: &B::Device,
-) -> Tensor<B, D> {
-    let values: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| rng.sample(StandardNormal))
-        .collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
 }

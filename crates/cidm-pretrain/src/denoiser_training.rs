@@ -19,7 +19,7 @@ use crate::config::PretrainConfig;
 use crate::data::{draw_batch, BaseData};
 use crate::error::{PretrainError, Result};
 use crate::model_dir::scheduler_config;
-use crate::vae_training::normal;
+use cidm_diffusion::pipeline::gaussian;
 
 /// The two networks trained together, as one module so one optimizer steps both.
 #[derive(Module, Debug)]
@@ -137,7 +137,7 @@ pub fn train_denoiser<AB: AutodiffBackend>(
             ),
             device,
         );
-        let noise = normal::<AB, 4>(&mut rng, [stage.batch, c, h, w], device);
+        let noise = gaussian::<AB, 4>(&mut rng, [stage.batch, c, h, w], device);
         let timesteps: Vec<usize> = (0..stage.batch)
             .map(|_| rng.random_range(0..train_steps))
             .collect();

@@ -9,14 +9,14 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
+use cidm_diffusion::pipeline::gaussian;
 use cidm_diffusion::{to_rgb8, AutoencoderKL};
 use cidm_shapes::base_sample;
 use cidm_shapes::eval::{text_alignment, Target};
 use image::RgbImage;
 use indicatif::ProgressBar;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 
 use crate::config::PretrainConfig;
 use crate::data::{draw_batch, BaseData};
@@ -36,18 +36,6 @@ pub struct TrainedVae<B: burn::tensor::backend::Backend> {
     pub reconstruction_rate: f32,
     /// Mean posterior standard deviation over the measuring images.
     pub posterior_std: f32,
-}
-
-/// Standard normal values from `rng`, as a tensor of `shape`.
-pub fn normal<B: burn::tensor::backend::Backend, const D: usize>(
-    rng: &mut ChaCha8Rng,
-    shape: [usize; D],
-    device: &B::Device,
-) -> Tensor<B, D> {
-    let values: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| rng.sample(StandardNormal))
-        .collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// Trains the autoencoder of `config` on `data`, ticking `progress` once per step.
@@ -71,7 +59,7 @@ pub fn train_vae<AB: AutodiffBackend>(
             device,
         );
         let posterior = vae.encode(images.clone())?;
-        let noise = normal::<AB, 4>(&mut rng, posterior.mean().dims(), device);
+        let noise = gaussian::<AB, 4>(&mut rng, posterior.mean().dims(), device);
         let kl = (posterior.mean().clone().powi_scalar(2) + posterior.logvar().clone().exp()
             - posterior.logvar().clone()
             - 1.0)
@@ -141,7 +129,7 @@ fn reconstruction_rate<B: burn::tensor::backend::Backend>(
         device,
     );
     let posterior = vae.encode(images)?;
-    let noise = normal::<B, 4>(rng, posterior.mean().dims(), device);
+    let noise = gaussian::<B, 4>(rng, posterior.mean().dims(), device);
     let decoded = to_rgb8(vae.decode(posterior.sample(noise)?)?)?;
     let mut right = 0;
     for (&i, image) in indices.iter().zip(decoded) {
@@ -182,7 +170,7 @@ fn measure_scaling<B: burn::tensor::backend::Backend>(
         let posterior = vae.encode(images)?;
         let std: f32 = posterior.std().sum().into_scalar().elem();
         std_sum += f64::from(std);
-        let noise = normal::<B, 4>(rng, posterior.mean().dims(), device);
+        let noise = gaussian::<B, 4>(rng, posterior.mean().dims(), device);
         let z = posterior.sample(noise)?;
         let values = z
             .into_data()

@@ -28,7 +28,16 @@ pub fn gaussian_latents<B: Backend>(
     seed: u64,
     device: &B::Device,
 ) -> Tensor<B, 4> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    gaussian(&mut ChaCha8Rng::seed_from_u64(seed), shape, device)
+}
+
+/// Standard normal values drawn on the host from `rng`, as a tensor of `shape`: the same
+/// values on every backend, so seeded training and sampling repeat bit for bit.
+pub fn gaussian<B: Backend, const D: usize>(
+    rng: &mut ChaCha8Rng,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
     let values: Vec<f32> = (0..shape.iter().product::<usize>())
         .map(|_| rng.sample(StandardNormal))
         .collect();

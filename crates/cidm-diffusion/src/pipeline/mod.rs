@@ -6,7 +6,7 @@ mod request;
 mod sampling;
 mod stable_diffusion;
 
-pub use latents::{gaussian_latents, read_latents, write_latents, LATENTS_KEY};
+pub use latents::{gaussian, gaussian_latents, read_latents, write_latents, LATENTS_KEY};
 pub use request::{GenerationRequest, Sampler};
 pub use sampling::{
     apply_guidance, first_non_finite_parameter, sample, sample_with, SamplingSettings,
