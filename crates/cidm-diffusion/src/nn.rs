@@ -185,6 +185,11 @@ impl<B: Backend> LayerNorm<B> {
 /// inf scores and `inf - inf = NaN` rows in f16. At f32 the casts are no-ops. Every attention
 /// of the UNet, the VAE and CLIP goes through here.
 ///
+/// On the GPU backends (features `wgpu`/`cuda`) the fused flash-attention kernel of
+/// `cidm-kernels` runs first: the same f32 scores and softmax without materialising them,
+/// and a fused backward under autodiff. Wherever it does not apply (CPU backends, causal
+/// masks, `CIDM_FUSED_ATTENTION=0`) the inputs come back and burn's attention runs.
+///
 /// # Shapes
 /// - q: `[batch, heads, tokens, head_dim]`, k and v: `[batch, heads, context, head_dim]`
 /// - output: `[batch, heads, tokens, head_dim]`, in q's dtype
@@ -194,6 +199,10 @@ pub fn attention_upcast<B: Backend>(
     v: Tensor<B, 4>,
     options: AttentionModuleOptions,
 ) -> Tensor<B, 4> {
+    let (q, k, v) = match cidm_kernels::fused_attention(q, k, v, options) {
+        Ok(out) => return out,
+        Err(unfused) => (unfused.q, unfused.k, unfused.v),
+    };
     let dtype = FloatDType::from(q.dtype());
     let work = compute_dtype(q.dtype());
     attention(

@@ -1,0 +1,116 @@
+//! The flash-attention forward kernel: `O = softmax(Q K^T * scale) V` with an online softmax.
+//!
+//! One unit per query row, [`ROWS_PER_CUBE`] rows per cube; the cube streams the keys and
+//! values through shared memory a tile at a time (converted to f32 once per tile), so the
+//! score matrix never exists in memory. Each unit keeps its query row, its f32 output
+//! accumulator and the running max `m` and sum `l` of its softmax in registers; when a tile
+//! raises the max, the accumulator and the sum are rescaled by `exp(m_old - m_new)`.
+// Tile counts are written `(len + tile - 1) / tile` in the kernels: plain integer arithmetic
+// on a runtime length and a comptime tile, which the `#[cube]` expansion takes as is.
+#![allow(clippy::manual_div_ceil)]
+
+use cubecl::prelude::*;
+
+/// Query (or key) rows handled by one cube: one unit per row.
+pub(crate) const ROWS_PER_CUBE: u32 = 64;
+
+/// Start value of the running max: a finite stand-in for `-inf` (WGSL rejects an infinite
+/// literal) that is still far below any real score, so `exp(m_start - s)` is exactly 0.
+pub(crate) const NEG_START: f32 = -3.0e38;
+
+/// Tensors are contiguous `[batch * heads, tokens, head_dim]` in memory (the 4-D
+/// `[batch, heads, tokens, head_dim]` tensors flattened); `lse` is `[batch * heads, len_q]`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn flash_forward_kernel<E: Float>(
+    q: &Tensor<E>,
+    k: &Tensor<E>,
+    v: &Tensor<E>,
+    out: &mut Tensor<E>,
+    lse: &mut Tensor<f32>,
+    scale: f32,
+    len_q: u32,
+    len_k: u32,
+    #[comptime] head_dim: usize,
+    #[comptime] tile: usize,
+    #[define(E)] _dtype: StorageType,
+) {
+    let lq = len_q as usize;
+    let lk = len_k as usize;
+    let bh = CUBE_POS_Y as usize;
+    let row = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+    let active = row < lq;
+    let q_base = (bh * lq + row) * head_dim;
+    let kv_base = bh * lk * head_dim;
+    let threads = CUBE_DIM_X as usize;
+
+    // The query row is pre-multiplied by the scale, so a dot product is already a score.
+    let mut q_row = Array::<f32>::new(head_dim);
+    let mut acc = Array::<f32>::new(head_dim);
+    for c in 0..head_dim {
+        let mut value = f32::new(0.0);
+        if active {
+            value = f32::cast_from(q[q_base + c]) * scale;
+        }
+        q_row[c] = value;
+        acc[c] = f32::new(0.0);
+    }
+
+    let mut scores = Array::<f32>::new(tile);
+    let mut k_tile = SharedMemory::<f32>::new(tile * head_dim);
+    let mut v_tile = SharedMemory::<f32>::new(tile * head_dim);
+    let mut m = f32::new(NEG_START);
+    let mut l = f32::new(0.0);
+
+    let tiles = (lk + tile - 1) / tile;
+    for t in 0..tiles {
+        let start = t * tile;
+        let mut count = lk - start;
+        if count > tile {
+            count = tile;
+        }
+        // Every unit helps load the tile, also those past the last query row.
+        let mut idx = UNIT_POS_X as usize;
+        while idx < count * head_dim {
+            k_tile[idx] = f32::cast_from(k[kv_base + start * head_dim + idx]);
+            v_tile[idx] = f32::cast_from(v[kv_base + start * head_dim + idx]);
+            idx += threads;
+        }
+        sync_cube();
+
+        if active {
+            let mut tile_max = m;
+            for j in 0..count {
+                let mut s = f32::new(0.0);
+                for c in 0..head_dim {
+                    s += q_row[c] * k_tile[j * head_dim + c];
+                }
+                scores[j] = s;
+                tile_max = tile_max.max(s);
+            }
+            let correction = (m - tile_max).exp();
+            l *= correction;
+            for c in 0..head_dim {
+                acc[c] *= correction;
+            }
+            for j in 0..count {
+                let p = (scores[j] - tile_max).exp();
+                l += p;
+                for c in 0..head_dim {
+                    acc[c] += p * v_tile[j * head_dim + c];
+                }
+            }
+            m = tile_max;
+        }
+        // The next tile overwrites shared memory: wait until every unit is done reading.
+        sync_cube();
+    }
+
+    if active {
+        let inv = f32::new(1.0) / l;
+        for c in 0..head_dim {
+            out[q_base + c] = E::cast_from(acc[c] * inv);
+        }
+        lse[bh * lq + row] = m + l.ln();
+    }
+}
