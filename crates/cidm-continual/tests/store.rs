@@ -142,6 +142,18 @@ fn two_cidm_tasks_fill_the_store_and_round_trip() {
     let base = store.manifest().base.clone();
     drop(store);
     let mut store = TaskStore::open_for_writing(&store_dir, &base, Method::Cidm).unwrap();
+    // A failed commit (here `store.json`'s temporary file cannot be created: a folder holds
+    // its name) changes nothing: the object and the disk still have both tasks and the same
+    // R2 file, and the new R2 file is taken back.
+    let files_before = entries(&store_dir);
+    let blocker = store_dir.join(format!(".store.json.tmp-{}", std::process::id()));
+    std::fs::create_dir(&blocker).unwrap();
+    assert!(store.remove_task::<Flex>(1, &device).is_err());
+    std::fs::remove_dir(&blocker).unwrap();
+    assert_eq!(store.tasks().len(), 2);
+    assert_eq!(entries(&store_dir), files_before);
+    assert_eq!(TaskStore::open(&store_dir).unwrap().tasks().len(), 2);
+    assert!(store_dir.join("tasks/task-001").exists());
     store.remove_task::<Flex>(1, &device).unwrap();
     assert!(matches!(
         store.remove_task::<Flex>(1, &device),
@@ -288,4 +300,14 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// The sorted names in `dir`.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }

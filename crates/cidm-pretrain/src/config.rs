@@ -133,7 +133,7 @@ impl Default for VaeTraining {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DenoiserTraining {
-    /// Optimizer steps (default 1600).
+    /// Optimizer steps (default 6000).
     pub steps: usize,
     /// Images per step (default 16).
     pub batch: usize,
@@ -152,7 +152,7 @@ pub struct DenoiserTraining {
 impl Default for DenoiserTraining {
     fn default() -> Self {
         Self {
-            steps: 1600,
+            steps: 6000,
             batch: 16,
             learning_rate: 1e-3,
             warmup: 100,

@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::config::PretrainConfig;
 use crate::data::{draw_batch, BaseData};
 use crate::error::{PretrainError, Result};
+use crate::loss_window::LossWindow;
 use crate::model_dir::scheduler_config;
 use cidm_diffusion::pipeline::gaussian;
 
@@ -126,7 +127,7 @@ pub fn train_denoiser<AB: AutodiffBackend>(
         .init();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x756e_6574);
     let [c, h, w] = latents.shape;
-    let mut recent: Vec<f32> = Vec::new();
+    let mut recent = LossWindow::new(100);
     progress.set_length(stage.steps as u64);
     for step in 0..stage.steps {
         let indices = draw_batch(&mut rng, data.len(), stage.batch);
@@ -167,11 +168,8 @@ pub fn train_denoiser<AB: AutodiffBackend>(
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(stage.learning_rate_at(step), model, grads);
         recent.push(value);
-        if recent.len() > 100 {
-            recent.remove(0);
-        }
         if (step + 1) % 25 == 0 {
-            let mean = recent.iter().sum::<f32>() / recent.len() as f32;
+            let mean = recent.mean();
             progress.set_message(format!("loss {mean:.4}"));
             if (step + 1) % 250 == 0 {
                 tracing::info!(step = step + 1, loss = mean, "denoiser");
@@ -181,6 +179,6 @@ pub fn train_denoiser<AB: AutodiffBackend>(
     }
     Ok(TrainedDenoiser {
         denoiser: model.valid(),
-        final_loss: recent.iter().sum::<f32>() / recent.len().max(1) as f32,
+        final_loss: recent.mean(),
     })
 }

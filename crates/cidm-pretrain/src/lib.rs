@@ -18,6 +18,7 @@ pub mod data;
 pub mod denoiser_training;
 mod error;
 pub mod export;
+mod loss_window;
 pub mod model_dir;
 pub mod pretrain;
 pub mod quality;

@@ -21,6 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::config::PretrainConfig;
 use crate::data::{draw_batch, BaseData};
 use crate::error::{PretrainError, Result};
+use crate::loss_window::LossWindow;
 
 /// What the autoencoder stage produced.
 #[derive(Debug)]
@@ -50,7 +51,7 @@ pub fn train_vae<AB: AutodiffBackend>(
     let mut optimizer = AdamWConfig::new().with_weight_decay(0.0).init();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x0076_6165);
     let size = data.size;
-    let mut recent = Vec::new();
+    let mut recent = LossWindow::new(50);
     progress.set_length(stage.steps as u64);
     for step in 0..stage.steps {
         let indices = draw_batch(&mut rng, data.len(), stage.batch);
@@ -87,11 +88,8 @@ pub fn train_vae<AB: AutodiffBackend>(
         };
         vae = optimizer.step(stage.learning_rate * warm * tail, vae, grads);
         recent.push(l1_value);
-        if recent.len() > 50 {
-            recent.remove(0);
-        }
         if (step + 1) % 50 == 0 {
-            let mean = recent.iter().sum::<f32>() / recent.len() as f32;
+            let mean = recent.mean();
             progress.set_message(format!("L1 {mean:.4}"));
             if (step + 1) % 250 == 0 {
                 tracing::info!(step = step + 1, l1 = mean, "autoencoder");
@@ -105,7 +103,7 @@ pub fn train_vae<AB: AutodiffBackend>(
     Ok(TrainedVae {
         vae,
         scaling_factor,
-        final_l1: recent.iter().sum::<f32>() / recent.len().max(1) as f32,
+        final_l1: recent.mean(),
         reconstruction_rate,
         posterior_std,
     })

@@ -3,11 +3,12 @@
 //!
 //! - Quality: the 48 quality prompts ("a red star on the left", ...; every shape-colour pair
 //!   at least once) with 25 DPM-Solver++ steps at guidance 7.5 and fixed seeds, read back by
-//!   the shapes world's detector. The run is deterministic; this model measures 4 of 48
-//!   aligned (shape and colour) and 17 of 48 with the asked colour present (chance: one
-//!   colour in six), see assets/shapes-base/README.md. The thresholds sit below those so a
-//!   change of backend rounding cannot flip them, and fail for a model that ignores its
-//!   prompt or draws nothing the detector can read.
+//!   the shapes world's detector. The run is deterministic; this model measures 38 of 48
+//!   aligned (shape and colour) and 39 of 48 with the asked colour present (chance: one
+//!   colour in six), see assets/shapes-base/README.md. The thresholds sit a few prompts
+//!   below those so a change of backend rounding cannot flip them, and fail for a model that
+//!   draws blobs (the same recipe cut at 1600 denoiser steps measured 4 of 48 and 17 of 48)
+//!   or ignores its prompt.
 //! - Parity: diffusers' final latents for two prompts from the same initial latents, 10
 //!   guided steps of DPM-Solver++ 2M and of DDIM (tools/shapes_base_parity.py). Tolerance
 //!   1e-3 max abs on latents of unit scale: the two implementations differ by float rounding
@@ -24,9 +25,9 @@ use cidm_pretrain::{measure_quality, QualitySettings};
 type B = Flex;
 
 /// Share of the 48 prompts that must show one object of the asked shape and colour.
-const ALIGNED_THRESHOLD: f32 = 2.0 / 48.0;
+const ALIGNED_THRESHOLD: f32 = 34.0 / 48.0;
 /// Share of the 48 prompts that must show the asked colour.
-const COLOUR_THRESHOLD: f32 = 0.25;
+const COLOUR_THRESHOLD: f32 = 0.7;
 /// Largest absolute difference from diffusers' final latents.
 const PARITY_TOLERANCE: f32 = 1e-3;
 

@@ -311,7 +311,10 @@ impl TaskStore {
     }
 
     /// Removes task `index`: its entry (and its transform in R2's state) leaves `store.json`
-    /// first, then its folder is deleted. Task numbers are not reused.
+    /// first, then its folder is deleted. Task numbers are not reused. As in
+    /// [`Self::add_task`], the store object changes only once `store.json` is written: if
+    /// that write fails (a full disk), the new R2 file goes and the object still describes
+    /// the store on disk.
     pub fn remove_task<B: Backend>(&mut self, index: usize, device: &B::Device) -> Result<()> {
         self.ensure_writable()?;
         let position = self
@@ -320,25 +323,36 @@ impl TaskStore {
             .iter()
             .position(|t| t.index == index)
             .ok_or(Error::UnknownTask(index))?;
-        let old_subspace = self.manifest.subspace.clone();
-        if let Some(mut subspace) = self.load_subspace::<B>(device)? {
-            subspace.remove_task(position)?;
-            self.manifest.subspace = if subspace.tasks() == 0 {
-                None
-            } else {
-                let name = format!(
-                    "r2-{:03}-without-{index:03}.safetensors",
-                    self.manifest.next_index() - 1
-                );
-                write_subspace(&self.root.join(&name), &subspace)?;
-                Some(name)
-            };
+        let mut next = self.manifest.clone();
+        let entry = next.tasks.remove(position);
+        let mut new_subspace = None;
+        let committed: Result<()> = (|| {
+            if let Some(mut subspace) = self.load_subspace::<B>(device)? {
+                subspace.remove_task(position)?;
+                next.subspace = if subspace.tasks() == 0 {
+                    None
+                } else {
+                    let name = format!(
+                        "r2-{:03}-without-{index:03}.safetensors",
+                        self.manifest.next_index() - 1
+                    );
+                    new_subspace = Some(name.clone());
+                    write_subspace(&self.root.join(&name), &subspace)?;
+                    Some(name)
+                };
+            }
+            next.validate()?;
+            write_json(&self.root.join(STORE_JSON), &next)
+        })();
+        if let Err(e) = committed {
+            if let Some(name) = new_subspace.filter(|n| self.manifest.subspace.as_ref() != Some(n))
+            {
+                let _ = std::fs::remove_file(self.root.join(name));
+            }
+            return Err(e);
         }
-        let entry = self.manifest.tasks.remove(position);
-        self.write_manifest()?;
-        if old_subspace != self.manifest.subspace {
-            self.remove_stale_subspace(old_subspace);
-        }
+        let old_subspace = std::mem::replace(&mut self.manifest, next).subspace;
+        self.remove_stale_subspace(old_subspace);
         let dir = self.task_dir(&entry);
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
         Ok(())
