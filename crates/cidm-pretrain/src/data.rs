@@ -1,6 +1,8 @@
 //! The base-world training set held in memory: images as normalised pixels and captions as
 //! CLIP token ids, plus seeded batch sampling.
 
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 use cidm_diffusion::CLIPTokenizer;
 use cidm_shapes::base_sample;
 use indicatif::ProgressBar;
@@ -81,14 +83,18 @@ impl BaseData {
         self.captions.is_empty()
     }
 
-    /// The pixels of images `indices`, `[indices.len(), 3, size, size]` row-major.
-    pub fn gather(&self, indices: &[usize]) -> Vec<f32> {
+    /// Images `indices` as one batch on `device`, `[indices.len(), 3, size, size]`.
+    pub fn images<B: Backend>(&self, indices: &[usize], device: &B::Device) -> Tensor<B, 4> {
         let n = 3 * self.size * self.size;
-        indices
+        let pixels: Vec<f32> = indices
             .iter()
             .flat_map(|&i| &self.pixels[i * n..(i + 1) * n])
             .copied()
-            .collect()
+            .collect();
+        Tensor::from_data(
+            TensorData::new(pixels, [indices.len(), 3, self.size, self.size]),
+            device,
+        )
     }
 }
 

@@ -63,13 +63,7 @@ impl LatentSet {
         progress.set_length(data.len() as u64);
         for start in (0..data.len()).step_by(CHUNK) {
             let indices: Vec<usize> = (start..(start + CHUNK).min(data.len())).collect();
-            let images = Tensor::<B, 4>::from_data(
-                TensorData::new(
-                    data.gather(&indices),
-                    [indices.len(), 3, data.size, data.size],
-                ),
-                device,
-            );
+            let images = data.images::<B>(&indices, device);
             let posterior = vae.encode(images)?;
             let [_, c, h, w] = posterior.mean().dims();
             shape = [c, h, w];

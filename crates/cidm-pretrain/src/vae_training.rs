@@ -8,7 +8,6 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, TensorData};
 use cidm_diffusion::pipeline::gaussian;
 use cidm_diffusion::{to_rgb8, AutoencoderKL};
 use cidm_shapes::base_sample;
@@ -50,15 +49,11 @@ pub fn train_vae<AB: AutodiffBackend>(
     let mut vae = AutoencoderKL::<AB>::random(&config.vae_config(1.0), device)?;
     let mut optimizer = AdamWConfig::new().with_weight_decay(0.0).init();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x0076_6165);
-    let size = data.size;
     let mut recent = LossWindow::new(50);
     progress.set_length(stage.steps as u64);
     for step in 0..stage.steps {
         let indices = draw_batch(&mut rng, data.len(), stage.batch);
-        let images = Tensor::<AB, 4>::from_data(
-            TensorData::new(data.gather(&indices), [stage.batch, 3, size, size]),
-            device,
-        );
+        let images = data.images::<AB>(&indices, device);
         let posterior = vae.encode(images.clone())?;
         let noise = gaussian::<AB, 4>(&mut rng, posterior.mean().dims(), device);
         let kl = (posterior.mean().clone().powi_scalar(2) + posterior.logvar().clone().exp()
@@ -119,13 +114,7 @@ fn reconstruction_rate<B: burn::tensor::backend::Backend>(
     device: &B::Device,
 ) -> Result<f32> {
     let indices: Vec<usize> = (0..64.min(data.len())).collect();
-    let images = Tensor::<B, 4>::from_data(
-        TensorData::new(
-            data.gather(&indices),
-            [indices.len(), 3, data.size, data.size],
-        ),
-        device,
-    );
+    let images = data.images::<B>(&indices, device);
     let posterior = vae.encode(images)?;
     let noise = gaussian::<B, 4>(rng, posterior.mean().dims(), device);
     let decoded = to_rgb8(vae.decode(posterior.sample(noise)?)?)?;
@@ -158,13 +147,7 @@ fn measure_scaling<B: burn::tensor::backend::Backend>(
     let (mut sum, mut sum_sq, mut n, mut std_sum) = (0.0f64, 0.0f64, 0usize, 0.0f64);
     for start in (0..count).step_by(256) {
         let indices: Vec<usize> = (start..(start + 256).min(count)).collect();
-        let images = Tensor::<B, 4>::from_data(
-            TensorData::new(
-                data.gather(&indices),
-                [indices.len(), 3, data.size, data.size],
-            ),
-            device,
-        );
+        let images = data.images::<B>(&indices, device);
         let posterior = vae.encode(images)?;
         let std: f32 = posterior.std().sum().into_scalar().elem();
         std_sum += f64::from(std);
