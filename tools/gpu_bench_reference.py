@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch reference of issue 8's GPU benchmark: times with torch, diffusers and peft the five
-workloads that `cargo run --example gpu_bench -p cidm` times with burn, on the same UNet
+workloads (and attention alone at the UNet's shapes) that `cargo run --example gpu_bench -p cidm` times with burn, on the same UNet
 config with random weights, and prints one line per measurement in the same format with the
 prefix `torch`:
 
@@ -22,6 +22,11 @@ The workloads (names as ours):
 - regional2_step_b4: regional cross-attention with 2 regions in one UNet call of 4 samples
   (unconditional, global, region 1, region 2), through an attention processor, then the
   noise composition of METHOD.md section 5.
+- attn_qQ_kK_dD / attn_train_qQ_kK_dD: attention alone at each distinct shape of the UNet's
+  attention layers (batch 2, standard-normal q, k, v): torch's scaled_dot_product_attention
+  (flash or memory-efficient kernels on a GPU), forward under inference mode, and forward plus
+  backward of sum(out * w). The `_plain` variants compute what ours' plain path does: scores,
+  softmax and the product with v in f32 from upcast inputs, the scores materialised.
 
 Usage (device cuda when available, else cpu):
 
@@ -33,6 +38,7 @@ Requires torch, diffusers==0.42.1, peft.
 """
 
 import argparse
+import inspect
 import json
 import math
 import resource
@@ -376,6 +382,59 @@ def regional_step(bench, model):
     return bench.line("regional2_step_b4", bench.measure(step))
 
 
+def config_value(config, key):
+    """A UNet config entry, or diffusers' default when the config leaves it out."""
+    if key in config:
+        return config[key]
+    return inspect.signature(UNet2DConditionModel.__init__).parameters[key].default
+
+
+def attention_shapes(config):
+    """(heads, len_q, len_k, head_dim) of each distinct attention of the UNet, in ours' order:
+    every down block with cross-attention and the mid block, self- then cross-attention."""
+    channels = config_value(config, "block_out_channels")
+    blocks = len(channels)
+    heads = config_value(config, "num_attention_heads") or config_value(config, "attention_head_dim")
+    heads = list(heads) if isinstance(heads, (list, tuple)) else [heads] * blocks
+    down = config_value(config, "down_block_types")
+    levels = [b for b, kind in enumerate(down) if kind.startswith("CrossAttn")] + [blocks - 1]
+    shapes = []
+    for b in levels:
+        pixels = (config["sample_size"] >> b) ** 2
+        for len_k in (pixels, TOKENS):
+            shape = (heads[b], pixels, len_k, channels[b] // heads[b])
+            if shape not in shapes:
+                shapes.append(shape)
+    return shapes
+
+
+def plain_attention(q, k, v):
+    """Ours' plain path: upcast to f32, materialised scores and softmax, output in q's dtype."""
+    scale = q.shape[-1] ** -0.5
+    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+    return (scores.softmax(-1) @ v.float()).to(q.dtype)
+
+
+def attention(bench, shape):
+    """The four records of one attention shape: SDPA and plain, forward and training."""
+    heads, len_q, len_k, head_dim = shape
+    name = f"q{len_q}_k{len_k}_d{head_dim}"
+    q, k, v = (bench.randn(2, heads, n, head_dim) for n in (len_q, len_k, len_k))
+    weight = bench.randn(2, heads, len_q, head_dim)
+    records = []
+    for suffix, attend in (("", F.scaled_dot_product_attention), ("_plain", plain_attention)):
+        with torch.inference_mode():
+            records.append(bench.line(f"attn_{name}{suffix}", bench.measure(lambda: attend(q, k, v))))
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+
+        def train():
+            # Fresh gradients each time, as ours: no accumulation into .grad.
+            torch.autograd.grad((attend(*leaves) * weight).sum(), leaves)
+
+        records.append(bench.line(f"attn_train_{name}{suffix}", bench.measure(train)))
+    return records
+
+
 def run_dtype(config, device, dtype_name, args):
     bench = Bench(config, device, dtype_name, args.warmup, args.reps)
     only = set(args.only.split(",")) if args.only else None
@@ -402,6 +461,9 @@ def run_dtype(config, device, dtype_name, args):
                 records.append(ewa_step_cfg(bench, model))
             if selected("regional"):
                 records.append(regional_step(bench, model))
+    if selected("attention"):
+        for shape in attention_shapes(config):
+            records += attention(bench, shape)
     return records
 
 
@@ -414,7 +476,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--sampling-steps", type=int, default=50)
-    parser.add_argument("--only", help="comma-separated: train,step,sample,ewa-weights,ewa,regional,compile")
+    parser.add_argument("--only", help="comma-separated: train,step,sample,ewa-weights,ewa,regional,attention,compile")
     parser.add_argument("--compile", action="store_true",
                         help="also time the UNet step under torch.compile (unet_step_cfg_b2_compiled)")
     parser.add_argument("--json", help="also write the records to this file")

@@ -11,7 +11,8 @@
 //!
 //! The features `wgpu` and `cuda` compile the kernels for those runtimes; without either,
 //! the crate has no CubeCL dependency and [`fused_attention`] always returns [`Unfused`].
-//! Setting `CIDM_FUSED_ATTENTION=0` forces the plain path at run time ([`SWITCH_VAR`]).
+//! Setting `CIDM_FUSED_ATTENTION=0` forces the plain path ([`SWITCH_VAR`]), and
+//! [`set_fused_attention`] does so from code, at run time.
 
 mod attention;
 mod stats;
@@ -23,5 +24,5 @@ mod cube;
 
 pub use attention::{fused_attention, MAX_HEAD_DIM};
 pub use stats::{dispatch_counts, DispatchCounts};
-pub use switch::{fused_attention_enabled, SWITCH_VAR};
+pub use switch::{fused_attention_enabled, set_fused_attention, SWITCH_VAR};
 pub use unfused::{Unfused, UnfusedReason};

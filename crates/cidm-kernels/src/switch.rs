@@ -1,13 +1,55 @@
-//! The run-time switch of the fused kernels, so one build can time both paths.
+//! The run-time switch of the fused kernels, so one build can time and check both paths.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 /// Environment variable that turns the fused attention off when set to `0`, `false`, `off`
-/// or `no` (any case); unset or any other value leaves it on.
+/// or `no` (any case); unset or any other value leaves it on. Read once, on the first call;
+/// [`set_fused_attention`] overrides it from then on.
 pub const SWITCH_VAR: &str = "CIDM_FUSED_ATTENTION";
 
-/// Whether [`crate::fused_attention`] may use the fused kernel, per [`SWITCH_VAR`]. Read on
-/// every call, so a benchmark can flip it between runs in one process.
+/// [`OVERRIDE`]'s states: follow [`SWITCH_VAR`], forced on, forced off.
+const FOLLOW_ENV: u8 = 0;
+const FORCED_ON: u8 = 1;
+const FORCED_OFF: u8 = 2;
+
+/// The process-wide override set by [`set_fused_attention`].
+static OVERRIDE: AtomicU8 = AtomicU8::new(FOLLOW_ENV);
+
+/// Whether [`crate::fused_attention`] may use the fused kernel: the override of
+/// [`set_fused_attention`] if one is set, else [`SWITCH_VAR`]. "May": the kernel still only
+/// runs on the backends, shapes and dtypes it supports.
 pub fn fused_attention_enabled() -> bool {
-    enabled_by(std::env::var(SWITCH_VAR).ok().as_deref())
+    resolve(OVERRIDE.load(Ordering::Relaxed), env_setting)
+}
+
+/// Overrides [`SWITCH_VAR`] for the whole process: `Some(false)` forces the plain path,
+/// `Some(true)` allows the kernel whatever the variable says, `None` returns to the variable.
+/// Calls already running are not affected. The GPU benchmark uses it to time and check the
+/// fused and the plain attention side by side in one run.
+pub fn set_fused_attention(enabled: Option<bool>) {
+    let state = match enabled {
+        None => FOLLOW_ENV,
+        Some(true) => FORCED_ON,
+        Some(false) => FORCED_OFF,
+    };
+    OVERRIDE.store(state, Ordering::Relaxed);
+}
+
+/// The switch from an override state and the variable's setting (asked only when needed).
+fn resolve(state: u8, env: impl FnOnce() -> bool) -> bool {
+    match state {
+        FORCED_ON => true,
+        FORCED_OFF => false,
+        _ => env(),
+    }
+}
+
+/// [`SWITCH_VAR`]'s setting, read once: attention runs hundreds of times per UNet step, and
+/// the environment does not change under a running program.
+fn env_setting() -> bool {
+    static SETTING: OnceLock<bool> = OnceLock::new();
+    *SETTING.get_or_init(|| enabled_by(std::env::var(SWITCH_VAR).ok().as_deref()))
 }
 
 fn enabled_by(value: Option<&str>) -> bool {
@@ -22,7 +64,7 @@ fn enabled_by(value: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::enabled_by;
+    use super::{enabled_by, resolve, FOLLOW_ENV, FORCED_OFF, FORCED_ON};
 
     /// Unset and unrelated values keep the kernel on; the four "off" spellings turn it off.
     #[test]
@@ -36,5 +78,16 @@ mod tests {
                 "{off:?} should switch the kernel off"
             );
         }
+    }
+
+    /// A forced state wins over the variable either way (and does not even read it); without
+    /// one the variable decides.
+    #[test]
+    fn override_wins() {
+        let unread = || panic!("the variable must not be read under an override");
+        assert!(resolve(FORCED_ON, unread));
+        assert!(!resolve(FORCED_OFF, unread));
+        assert!(resolve(FOLLOW_ENV, || true));
+        assert!(!resolve(FOLLOW_ENV, || false));
     }
 }

@@ -5,8 +5,11 @@ use burn::tensor::{backend::Backend, DType, Tensor};
 /// Why [`crate::fused_attention`] did not run the fused kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum UnfusedReason {
-    /// Switched off with `CIDM_FUSED_ATTENTION=0`.
-    #[error("fused attention is switched off by {}", crate::SWITCH_VAR)]
+    /// Switched off with `CIDM_FUSED_ATTENTION=0` or [`crate::set_fused_attention`].
+    #[error(
+        "fused attention is switched off ({} or set_fused_attention)",
+        crate::SWITCH_VAR
+    )]
     Disabled,
     /// Not a burn-cubecl backend this build has kernels for (a CPU backend, or a build
     /// without the `wgpu`/`cuda` features).

@@ -1,7 +1,8 @@
 //! Issue 8's GPU benchmark, our side: times the five workloads of a CIDM generation and
-//! training stack on the backend the `cidm` features select (`cuda`, `cuda,f16`, `wgpu`, or
-//! the default CPU backend), for SD 1.5's UNet config with random weights (`--config sd15`)
-//! or a tiny one that runs in seconds on a CPU (`--config tiny`).
+//! training stack, and attention alone at the UNet's shapes (fused kernel against the plain
+//! path, checked against each other), on the backend the `cidm` features select (`cuda`,
+//! `cuda,f16`, `wgpu`, or the default CPU backend), for SD 1.5's UNet config with random
+//! weights (`--config sd15`) or a tiny one that runs in seconds on a CPU (`--config tiny`).
 //!
 //! It prints one line per measurement (format in `gpu_bench/report.rs`) on stdout, logs on
 //! stderr, and writes the records as JSON with `--json`. `tools/gpu_bench_reference.py` times
@@ -11,6 +12,8 @@
 //!     cargo run --release --example gpu_bench -p cidm -- --config tiny --reps 3
 //!     cargo build --release --example gpu_bench -p cidm --features cuda,f16
 
+#[path = "gpu_bench/attention.rs"]
+mod attention;
 #[path = "gpu_bench/error.rs"]
 mod error;
 #[path = "gpu_bench/memory.rs"]
@@ -31,7 +34,7 @@ use clap::{Parser, ValueEnum};
 
 use cidm::backend;
 use error::{BenchError, Result};
-use report::Record;
+use report::{Measured, Record};
 use setup::{ConfigName, Setup};
 use timing::Timing;
 use workloads::{EwaModel, Reps};
@@ -52,6 +55,9 @@ enum Workload {
     Ewa,
     /// One regional step with 2 regions (a UNet call of 4 samples).
     Regional,
+    /// Attention alone at the UNet's shapes, fused kernel against plain path, forward and
+    /// forward plus backward, each fused result checked against the plain one.
+    Attention,
 }
 
 /// Command-line options.
@@ -124,35 +130,21 @@ fn run(args: &Args) -> Result<bool> {
     tracing::info!(config = ?args.config, backend = backend::NAME, dtype, "gpu_bench");
 
     let mut records = Vec::new();
-    let mut emit = |name: String, result: Result<(Timing, Option<memory::PeakMemory>)>| {
-        let record = match result {
-            Ok((timing, memory)) => Record {
-                name,
-                dtype,
-                device: backend::NAME,
-                timing: Some(timing),
-                memory,
-                error: None,
-            },
-            Err(e) => Record {
-                name,
-                dtype,
-                device: backend::NAME,
-                timing: None,
-                memory: None,
-                error: Some(e.to_string()),
-            },
-        };
+    let mut emit = |name: String, result: Result<Measured>| {
+        let record = Record::new(name, dtype, backend::NAME, result);
         println!("{}", record.line());
         records.push(record);
     };
-    let timed = |result: Result<Timing>| result.map(|t| (t, None));
+    let timed = |result: Result<Timing>| result.map(Measured::from);
 
     if selected(Workload::Train) {
         tracing::info!("LoRA training step");
         emit(
             "lora_train_step_b1".into(),
-            workloads::lora_train_step(&setup, reps),
+            workloads::lora_train_step(&setup, reps).map(|(timing, memory)| Measured {
+                memory,
+                ..timing.into()
+            }),
         );
     }
     let inference = [
@@ -211,6 +203,34 @@ fn run(args: &Args) -> Result<bool> {
         }
     }
 
+    if selected(Workload::Attention) {
+        for shape in attention::shapes(&setup)? {
+            tracing::info!(?shape, "attention");
+            let name = shape.name();
+            for (prefix, comparison) in [
+                ("", attention::forward(shape, reps)),
+                ("train_", attention::forward_backward(shape, reps)),
+            ] {
+                let name = name.replacen("attn_", &format!("attn_{prefix}"), 1);
+                if let Some(fused) = comparison.fused {
+                    let measured = fused.map(|(timing, deviation)| Measured {
+                        max_rel_err: Some(deviation),
+                        ..timing.into()
+                    });
+                    emit(name.clone(), measured);
+                }
+                emit(format!("{name}_plain"), timed(comparison.plain));
+            }
+        }
+    }
+
+    // A fallback would look like a slow kernel: say which path the attention calls took.
+    let dispatch = cidm::kernels::dispatch_counts();
+    tracing::info!(
+        fused = dispatch.fused,
+        unfused = dispatch.unfused,
+        "attention calls by path"
+    );
     let all_ok = records.iter().all(|r| r.error.is_none());
     if let Some(path) = &args.json {
         let report = serde_json::json!({
@@ -218,6 +238,7 @@ fn run(args: &Args) -> Result<bool> {
             "backend": backend::NAME,
             "dtype": dtype,
             "warmup": args.warmup,
+            "attention_calls": { "fused": dispatch.fused, "unfused": dispatch.unfused },
             "records": records,
         });
         std::fs::write(path, serde_json::to_string_pretty(&report)?).map_err(|source| {

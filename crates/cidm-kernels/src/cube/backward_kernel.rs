@@ -13,6 +13,8 @@
 
 use cubecl::prelude::*;
 
+use super::tile::{load_tile_pair, read_row, tile_len, zero_row};
+
 /// Gradient of the queries, one unit per query row; also writes `delta = rowsum(dO * O)`,
 /// which the key/value kernel launched after it reads. Layouts as in the forward kernel.
 #[cube(launch)]
@@ -40,26 +42,26 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     let active = row < lq;
     let q_base = (bh * lq + row) * head_dim;
     let kv_base = bh * lk * head_dim;
-    let threads = CUBE_DIM_X as usize;
 
     let mut q_row = Array::<f32>::new(head_dim);
     let mut do_row = Array::<f32>::new(head_dim);
     let mut acc = Array::<f32>::new(head_dim);
+    read_row(q, &mut q_row, q_base, scale, active, head_dim);
+    read_row(
+        grad_out,
+        &mut do_row,
+        q_base,
+        f32::new(1.0),
+        active,
+        head_dim,
+    );
+    zero_row(&mut acc, head_dim);
     let mut row_delta = f32::new(0.0);
     let mut row_lse = f32::new(0.0);
-    for c in 0..head_dim {
-        let mut qv = f32::new(0.0);
-        let mut dov = f32::new(0.0);
-        if active {
-            qv = f32::cast_from(q[q_base + c]) * scale;
-            dov = f32::cast_from(grad_out[q_base + c]);
-            row_delta += dov * f32::cast_from(out[q_base + c]);
-        }
-        q_row[c] = qv;
-        do_row[c] = dov;
-        acc[c] = f32::new(0.0);
-    }
     if active {
+        for c in 0..head_dim {
+            row_delta += do_row[c] * f32::cast_from(out[q_base + c]);
+        }
         row_lse = lse[bh * lq + row];
         delta[bh * lq + row] = row_delta;
     }
@@ -69,16 +71,9 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     let tiles = (lk + tile - 1) / tile;
     for t in 0..tiles {
         let start = t * tile;
-        let mut count = lk - start;
-        if count > tile {
-            count = tile;
-        }
-        let mut idx = UNIT_POS_X as usize;
-        while idx < count * head_dim {
-            k_tile[idx] = f32::cast_from(k[kv_base + start * head_dim + idx]);
-            v_tile[idx] = f32::cast_from(v[kv_base + start * head_dim + idx]);
-            idx += threads;
-        }
+        let count = tile_len(lk, start, tile);
+        let offset = kv_base + start * head_dim;
+        load_tile_pair(k, v, &mut k_tile, &mut v_tile, offset, count * head_dim);
         sync_cube();
 
         if active {
@@ -132,25 +127,16 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
     let active = row < lk;
     let kv_base = (bh * lk + row) * head_dim;
     let q_base = bh * lq * head_dim;
-    let threads = CUBE_DIM_X as usize;
 
     // The key row is pre-multiplied by the scale, so a dot product is already a score.
     let mut k_row = Array::<f32>::new(head_dim);
     let mut v_row = Array::<f32>::new(head_dim);
     let mut dk = Array::<f32>::new(head_dim);
     let mut dv = Array::<f32>::new(head_dim);
-    for c in 0..head_dim {
-        let mut kv = f32::new(0.0);
-        let mut vv = f32::new(0.0);
-        if active {
-            kv = f32::cast_from(k[kv_base + c]) * scale;
-            vv = f32::cast_from(v[kv_base + c]);
-        }
-        k_row[c] = kv;
-        v_row[c] = vv;
-        dk[c] = f32::new(0.0);
-        dv[c] = f32::new(0.0);
-    }
+    read_row(k, &mut k_row, kv_base, scale, active, head_dim);
+    read_row(v, &mut v_row, kv_base, f32::new(1.0), active, head_dim);
+    zero_row(&mut dk, head_dim);
+    zero_row(&mut dv, head_dim);
 
     let mut q_tile = SharedMemory::<f32>::new(tile * head_dim);
     let mut do_tile = SharedMemory::<f32>::new(tile * head_dim);
@@ -159,22 +145,25 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
     let tiles = (lq + tile - 1) / tile;
     for t in 0..tiles {
         let start = t * tile;
-        let mut count = lq - start;
-        if count > tile {
-            count = tile;
-        }
-        let mut idx = UNIT_POS_X as usize;
-        while idx < count * head_dim {
-            q_tile[idx] = f32::cast_from(q[q_base + start * head_dim + idx]);
-            do_tile[idx] = f32::cast_from(grad_out[q_base + start * head_dim + idx]);
-            idx += threads;
-        }
-        let mut i = UNIT_POS_X as usize;
-        while i < count {
-            lse_tile[i] = lse[bh * lq + start + i];
-            delta_tile[i] = delta[bh * lq + start + i];
-            i += threads;
-        }
+        let count = tile_len(lq, start, tile);
+        let offset = q_base + start * head_dim;
+        load_tile_pair(
+            q,
+            grad_out,
+            &mut q_tile,
+            &mut do_tile,
+            offset,
+            count * head_dim,
+        );
+        let row_offset = bh * lq + start;
+        load_tile_pair(
+            lse,
+            delta,
+            &mut lse_tile,
+            &mut delta_tile,
+            row_offset,
+            count,
+        );
         sync_cube();
 
         if active {

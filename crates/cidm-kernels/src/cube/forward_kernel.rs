@@ -11,6 +11,8 @@
 
 use cubecl::prelude::*;
 
+use super::tile::{load_tile_pair, read_row, tile_len, zero_row};
+
 /// Query (or key) rows handled by one cube: one unit per row.
 pub(crate) const ROWS_PER_CUBE: u32 = 64;
 
@@ -42,19 +44,12 @@ pub(crate) fn flash_forward_kernel<E: Float>(
     let active = row < lq;
     let q_base = (bh * lq + row) * head_dim;
     let kv_base = bh * lk * head_dim;
-    let threads = CUBE_DIM_X as usize;
 
     // The query row is pre-multiplied by the scale, so a dot product is already a score.
     let mut q_row = Array::<f32>::new(head_dim);
     let mut acc = Array::<f32>::new(head_dim);
-    for c in 0..head_dim {
-        let mut value = f32::new(0.0);
-        if active {
-            value = f32::cast_from(q[q_base + c]) * scale;
-        }
-        q_row[c] = value;
-        acc[c] = f32::new(0.0);
-    }
+    read_row(q, &mut q_row, q_base, scale, active, head_dim);
+    zero_row(&mut acc, head_dim);
 
     let mut scores = Array::<f32>::new(tile);
     let mut k_tile = SharedMemory::<f32>::new(tile * head_dim);
@@ -65,17 +60,10 @@ pub(crate) fn flash_forward_kernel<E: Float>(
     let tiles = (lk + tile - 1) / tile;
     for t in 0..tiles {
         let start = t * tile;
-        let mut count = lk - start;
-        if count > tile {
-            count = tile;
-        }
+        let count = tile_len(lk, start, tile);
         // Every unit helps load the tile, also those past the last query row.
-        let mut idx = UNIT_POS_X as usize;
-        while idx < count * head_dim {
-            k_tile[idx] = f32::cast_from(k[kv_base + start * head_dim + idx]);
-            v_tile[idx] = f32::cast_from(v[kv_base + start * head_dim + idx]);
-            idx += threads;
-        }
+        let offset = kv_base + start * head_dim;
+        load_tile_pair(k, v, &mut k_tile, &mut v_tile, offset, count * head_dim);
         sync_cube();
 
         if active {

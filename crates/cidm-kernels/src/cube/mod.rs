@@ -6,5 +6,6 @@ mod dispatch;
 mod forward_kernel;
 mod launch;
 mod ops;
+mod tile;
 
 pub(crate) use dispatch::dispatch;

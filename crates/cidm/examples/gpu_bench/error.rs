@@ -22,6 +22,20 @@ pub enum BenchError {
     /// A tensor could not be read back to the host as f32.
     #[error("reading a tensor back: {0}")]
     ReadBack(String),
+    /// The fused attention kernel did not take a workload's inputs.
+    #[error("the fused attention kernel did not run: {0}")]
+    Unfused(String),
+    /// The fused attention's results differ from the plain path's.
+    #[error("fused attention deviates from the plain path by {deviation:.2e} (max |fused - plain| / max |plain|), above {tolerance:.0e}")]
+    Mismatch {
+        /// The largest relative deviation over the compared tensors.
+        deviation: f64,
+        /// The largest accepted.
+        tolerance: f64,
+    },
+    /// A tensor that requires a gradient got none from the backward pass.
+    #[error("the backward pass gave an input no gradient")]
+    NoGradient,
     /// A command-line value is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -12,7 +12,7 @@ use serde::Serialize;
 use cidm::backend::Selected;
 
 /// One peak-memory reading.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PeakMemory {
     /// Bytes, as a float of MiB for the report.
     pub peak_mib: f64,
