@@ -108,19 +108,14 @@ pub struct Comparison {
 pub fn forward(shape: AttentionShape, reps: Reps) -> Comparison {
     let device = backend::device();
     let [q, k, v] = inputs::<Selected>(shape, &device);
-    let run = |fused: bool| {
-        set_fused_attention(Some(fused));
-        let out = attention_upcast(q.clone(), k.clone(), v.clone(), options());
-        set_fused_attention(None);
-        Ok(vec![out])
-    };
+    let run = |fused: bool| Ok(vec![attend(&q, &k, &v, fused)]);
     let time = |fused: bool| {
         measure(reps.warmup, reps.reps, || {
             run(fused)?;
             sync::<Selected>(&device)
         })
     };
-    compare(&q, &k, &v, &run, time)
+    compare(&q, &k, &v, run, time)
 }
 
 /// Forward plus backward on the training backend: the gradients of q, k and v of
@@ -135,9 +130,7 @@ pub fn forward_backward(shape: AttentionShape, reps: Reps) -> Comparison {
         &device,
     );
     let run = |fused: bool| {
-        set_fused_attention(Some(fused));
-        let out = attention_upcast(q.clone(), k.clone(), v.clone(), options());
-        set_fused_attention(None);
+        let out = attend(&q, &k, &v, fused);
         let grads = (out.clone() * weight.clone()).sum().backward();
         let grad = |t: &Tensor<Training, 4>| {
             t.grad(&grads)
@@ -152,7 +145,7 @@ pub fn forward_backward(shape: AttentionShape, reps: Reps) -> Comparison {
             sync::<Training>(&device)
         })
     };
-    compare(&q, &k, &v, &run, time)
+    compare(&q, &k, &v, run, time)
 }
 
 /// Checks that the fused kernel takes these inputs (the reason when not), compares its
@@ -165,7 +158,10 @@ fn compare<B: Backend>(
     time: impl Fn(bool) -> Result<Timing>,
 ) -> Comparison {
     let fused = FUSED_BUILD.then(|| {
-        if let Err(unfused) = fused_attention(q.clone(), k.clone(), v.clone(), options()) {
+        let check = forced(true, || {
+            fused_attention(q.clone(), k.clone(), v.clone(), options())
+        });
+        if let Err(unfused) = check {
             return Err(BenchError::Unfused(unfused.reason.to_string()));
         }
         let deviation = max_deviation(run(true)?, run(false)?)?;
@@ -186,6 +182,29 @@ fn compare<B: Backend>(
         fused,
         plain: time(false),
     }
+}
+
+/// The model's attention (`attention_upcast`) with the kernel forced on (`fused`) or off.
+fn attend<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    fused: bool,
+) -> Tensor<B, 4> {
+    forced(fused, || {
+        attention_upcast(q.clone(), k.clone(), v.clone(), options())
+    })
+}
+
+/// Runs `work` with the kernel switch forced to `fused`, then hands the switch back to
+/// `CIDM_FUSED_ATTENTION`: the records compare both paths whatever the variable says, so a
+/// whole run under `CIDM_FUSED_ATTENTION=0` (timing the UNet steps without the kernel) still
+/// checks and times the kernel here.
+fn forced<T>(fused: bool, work: impl FnOnce() -> T) -> T {
+    set_fused_attention(Some(fused));
+    let result = work();
+    set_fused_attention(None);
+    result
 }
 
 /// Standard-normal q, k and v of `shape`: with the default scale `1/sqrt(head_dim)` the
