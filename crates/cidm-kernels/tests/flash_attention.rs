@@ -2,7 +2,8 @@
 //! burn's plain `module::attention` on the Flex CPU backend: forward output and the gradients
 //! of q, k and v, for the head widths Stable Diffusion uses (40, 64, 80, 160) and a tiny
 //! one (8), query lengths 1, 64 and 100 and key lengths 77 and 100 (none a multiple of the
-//! kernel's tile), with batch 2 and 3 heads. Both sides compute in f32, the reference
+//! kernel's tile), and SD 1.5's long sequences (up to 1000 queries, 4096 keys), with batch 2
+//! and 3 heads. Both sides compute in f32, the reference
 //! through a materialised softmax, so they agree to rounding: 1e-4 relative to the largest
 //! reference value.
 #![cfg(feature = "wgpu")]
@@ -153,6 +154,35 @@ fn forward_and_gradients_match_plain_attention() {
                 let what = format!("{name} d={head_dim} lq={len_q} lk={len_k}");
                 assert_close(&what, g, w, TOL_F32);
             }
+        }
+    }
+}
+
+/// Long sequences, as in SD 1.5 at 64x64 latents. Many queries against few keys (its
+/// cross-attention): the key/value gradient kernel splits the query rows into ranges and
+/// adds up their partial sums (wgpu reports no multiprocessor count, so the kernel aims for
+/// 512 cubes: at head width 40, 1000 queries make 3 ranges of 384 rows, the last shorter,
+/// and 576 make 2). Few queries against 4096 keys (its self-attention at head width 40).
+/// Forward and all gradients as above. These shapes also keep the kernels honest on
+/// lavapipe, which stops the loops of a shader invocation after 65535 iterations in all:
+/// with head-dimension loops that were not unrolled, each of them failed.
+#[test]
+fn long_sequences_match_plain_attention() {
+    let device = WgpuDevice::default();
+    let cases = [
+        (40, 1000, 7),
+        (40, 576, 77),
+        (40, 64, 4096),
+        (160, 1000, 7),
+        (160, 576, 77),
+    ];
+    for (head_dim, len_q, len_k) in cases {
+        let case = Case::new(len_q, len_k, head_dim);
+        let want = case.reference();
+        let got = case.run::<Gpu>(&device, DType::F32, fused);
+        for (name, (g, w)) in NAMES.iter().zip(got.iter().zip(&want)) {
+            let what = format!("{name} d={head_dim} lq={len_q} lk={len_k}");
+            assert_close(&what, g, w, TOL_F32);
         }
     }
 }

@@ -4,9 +4,14 @@
 //! `dV_j = sum_i P_ij dO_i`, `dS_ij = P_ij (dO_i . V_j - D_i)`,
 //! `dQ_i = scale * sum_j dS_ij K_j`, `dK_j = scale * sum_i dS_ij Q_i`.
 //!
-//! Two kernels, neither needs atomics: [`flash_backward_dq_kernel`] is parallel over query
-//! rows (it also writes `D`), [`flash_backward_dkdv_kernel`] over key rows; both stream the
-//! other side through shared memory in tiles and accumulate in f32.
+//! Three kernels, none needs atomics: [`flash_backward_dq_kernel`] is parallel over query
+//! rows (it also writes `D`), [`flash_backward_dkdv_kernel`] over key rows and, as a third
+//! grid dimension, over ranges of query rows; both stream the other side through shared
+//! memory in tiles and accumulate in f32. Each query range writes its partial sums of dK and
+//! dV in f32, and [`sum_splits_kernel`] adds them up into the gradients. The split exists for
+//! cross-attention, whose 77 keys give a dK/dV grid of a few cubes per head: without it, a
+//! handful of units would each walk through all 4096 query rows of SD 1.5's largest layers
+//! while the rest of the GPU idles.
 // Tile counts are written `(len + tile - 1) / tile` in the kernels: plain integer arithmetic
 // on a runtime length and a comptime tile, which the `#[cube]` expansion takes as is.
 #![allow(clippy::manual_div_ceil)]
@@ -59,6 +64,7 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     let mut row_delta = f32::new(0.0);
     let mut row_lse = f32::new(0.0);
     if active {
+        #[unroll]
         for c in 0..head_dim {
             row_delta += do_row[c] * f32::cast_from(out[q_base + c]);
         }
@@ -80,11 +86,13 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
             for j in 0..count {
                 let mut s = f32::new(0.0);
                 let mut dp = f32::new(0.0);
+                #[unroll]
                 for c in 0..head_dim {
                     s += q_row[c] * k_tile[j * head_dim + c];
                     dp += do_row[c] * v_tile[j * head_dim + c];
                 }
                 let ds = (s - row_lse).exp() * (dp - row_delta);
+                #[unroll]
                 for c in 0..head_dim {
                     acc[c] += ds * k_tile[j * head_dim + c];
                 }
@@ -94,14 +102,18 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     }
 
     if active {
+        #[unroll]
         for c in 0..head_dim {
             grad_q[q_base + c] = E::cast_from(acc[c] * scale);
         }
     }
 }
 
-/// Gradients of the keys and values, one unit per key row; reads the `delta` written by
-/// [`flash_backward_dq_kernel`]. Layouts as in the forward kernel.
+/// Partial gradients of the keys and values, one unit per key row, over the range of
+/// `split_rows` query rows that starts at `CUBE_POS_Z * split_rows`; reads the `delta`
+/// written by [`flash_backward_dq_kernel`]. `part_k` and `part_v` are f32
+/// `[splits, batch * heads, len_k, head_dim]`; `part_k` already carries the scale. Other
+/// layouts as in the forward kernel.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
@@ -111,11 +123,12 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
     grad_out: &Tensor<E>,
     lse: &Tensor<f32>,
     delta: &Tensor<f32>,
-    grad_k: &mut Tensor<E>,
-    grad_v: &mut Tensor<E>,
+    part_k: &mut Tensor<f32>,
+    part_v: &mut Tensor<f32>,
     scale: f32,
     len_q: u32,
     len_k: u32,
+    split_rows: u32,
     #[comptime] head_dim: usize,
     #[comptime] tile: usize,
     #[define(E)] _dtype: StorageType,
@@ -126,7 +139,11 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
     let row = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
     let active = row < lk;
     let kv_base = (bh * lk + row) * head_dim;
-    let q_base = bh * lq * head_dim;
+    let part_base = ((CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + bh) * lk + row) * head_dim;
+    // This cube's query rows: [first, first + rows), the last range shorter.
+    let first = CUBE_POS_Z as usize * split_rows as usize;
+    let rows = tile_len(lq, first, split_rows as usize);
+    let q_base = (bh * lq + first) * head_dim;
 
     // The key row is pre-multiplied by the scale, so a dot product is already a score.
     let mut k_row = Array::<f32>::new(head_dim);
@@ -142,10 +159,10 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
     let mut do_tile = SharedMemory::<f32>::new(tile * head_dim);
     let mut lse_tile = SharedMemory::<f32>::new(tile);
     let mut delta_tile = SharedMemory::<f32>::new(tile);
-    let tiles = (lq + tile - 1) / tile;
+    let tiles = (rows + tile - 1) / tile;
     for t in 0..tiles {
         let start = t * tile;
-        let count = tile_len(lq, start, tile);
+        let count = tile_len(rows, start, tile);
         let offset = q_base + start * head_dim;
         load_tile_pair(
             q,
@@ -155,7 +172,7 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
             offset,
             count * head_dim,
         );
-        let row_offset = bh * lq + start;
+        let row_offset = bh * lq + first + start;
         load_tile_pair(
             lse,
             delta,
@@ -170,12 +187,14 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
             for i in 0..count {
                 let mut s = f32::new(0.0);
                 let mut dp = f32::new(0.0);
+                #[unroll]
                 for c in 0..head_dim {
                     s += k_row[c] * q_tile[i * head_dim + c];
                     dp += v_row[c] * do_tile[i * head_dim + c];
                 }
                 let p = (s - lse_tile[i]).exp();
                 let ds = p * (dp - delta_tile[i]);
+                #[unroll]
                 for c in 0..head_dim {
                     dv[c] += p * do_tile[i * head_dim + c];
                     dk[c] += ds * q_tile[i * head_dim + c];
@@ -186,9 +205,30 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
     }
 
     if active {
+        #[unroll]
         for c in 0..head_dim {
-            grad_k[kv_base + c] = E::cast_from(dk[c] * scale);
-            grad_v[kv_base + c] = E::cast_from(dv[c]);
+            part_k[part_base + c] = dk[c] * scale;
+            part_v[part_base + c] = dv[c];
         }
+    }
+}
+
+/// `out = sum over s of part[s]`, cast to `E`: the gradient from the f32 partial sums of
+/// the query ranges, `part` `[splits, len]` and `out` `[len]`, one unit per element.
+#[cube(launch)]
+pub(crate) fn sum_splits_kernel<E: Float>(
+    part: &Tensor<f32>,
+    out: &mut Tensor<E>,
+    splits: u32,
+    #[define(E)] _dtype: StorageType,
+) {
+    let len = out.len();
+    let idx = ABSOLUTE_POS;
+    if idx < len {
+        let mut sum = f32::new(0.0);
+        for s in 0..splits as usize {
+            sum += part[s * len + idx];
+        }
+        out[idx] = E::cast_from(sum);
     }
 }

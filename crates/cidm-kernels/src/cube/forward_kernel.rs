@@ -3,8 +3,9 @@
 //! One unit per query row, [`ROWS_PER_CUBE`] rows per cube; the cube streams the keys and
 //! values through shared memory a tile at a time (converted to f32 once per tile), so the
 //! score matrix never exists in memory. Each unit keeps its query row, its f32 output
-//! accumulator and the running max `m` and sum `l` of its softmax in registers; when a tile
-//! raises the max, the accumulator and the sum are rescaled by `exp(m_old - m_new)`.
+//! accumulator and the running max `m` and sum `l` of its softmax in registers (the loops
+//! over the row are unrolled, see the module above); when a tile raises the max, the
+//! accumulator and the sum are rescaled by `exp(m_old - m_new)`.
 // Tile counts are written `(len + tile - 1) / tile` in the kernels: plain integer arithmetic
 // on a runtime length and a comptime tile, which the `#[cube]` expansion takes as is.
 #![allow(clippy::manual_div_ceil)]
@@ -70,6 +71,7 @@ pub(crate) fn flash_forward_kernel<E: Float>(
             let mut tile_max = m;
             for j in 0..count {
                 let mut s = f32::new(0.0);
+                #[unroll]
                 for c in 0..head_dim {
                     s += q_row[c] * k_tile[j * head_dim + c];
                 }
@@ -78,12 +80,14 @@ pub(crate) fn flash_forward_kernel<E: Float>(
             }
             let correction = (m - tile_max).exp();
             l *= correction;
+            #[unroll]
             for c in 0..head_dim {
                 acc[c] *= correction;
             }
             for j in 0..count {
                 let p = (scores[j] - tile_max).exp();
                 l += p;
+                #[unroll]
                 for c in 0..head_dim {
                     acc[c] += p * v_tile[j * head_dim + c];
                 }
@@ -96,6 +100,7 @@ pub(crate) fn flash_forward_kernel<E: Float>(
 
     if active {
         let inv = f32::new(1.0) / l;
+        #[unroll]
         for c in 0..head_dim {
             out[q_base + c] = E::cast_from(acc[c] * inv);
         }

@@ -4,9 +4,11 @@ use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::{
     kernel::into_contiguous, ops::numeric::empty_device_dtype, tensor::CubeTensor, CubeRuntime,
 };
-use cubecl::prelude::*;
+use cubecl::{calculate_cube_count_elemwise, prelude::*};
 
-use super::backward_kernel::{flash_backward_dkdv_kernel, flash_backward_dq_kernel};
+use super::backward_kernel::{
+    flash_backward_dkdv_kernel, flash_backward_dq_kernel, sum_splits_kernel,
+};
 use super::forward_kernel::{flash_forward_kernel, ROWS_PER_CUBE};
 
 /// Most rows of keys (or queries) held in shared memory at once.
@@ -27,16 +29,46 @@ fn tile_rows<R: CubeRuntime>(client: &ComputeClient<R>, head_dim: usize) -> usiz
     (shared / per_row).clamp(1, MAX_TILE)
 }
 
+/// Fewest query rows one dK/dV cube works through: below this, the cube's fixed work (its
+/// key rows read, its partial sums written and added up) outweighs the rows it walks.
+const MIN_SPLIT_ROWS: usize = 256;
+/// Cubes the dK/dV kernel aims for on a device that does not report its multiprocessor
+/// count (wgpu): enough to occupy a large GPU.
+const DEFAULT_TARGET_CUBES: usize = 512;
+/// Units per cube of the kernel that adds up the partial sums.
+const SUM_UNITS: u32 = 256;
+
+/// How the dK/dV kernel splits the `len_q` query rows into ranges, each a third grid
+/// dimension: `(splits, rows per range)`. A grid of `key_cubes` cubes (key-row blocks times
+/// `batch * heads`) is multiplied until it reaches `target_cubes` (about four cubes per
+/// multiprocessor), with every range but the last a whole number of `tile`s and, when there
+/// is more than one, no range but the last shorter than [`MIN_SPLIT_ROWS`]. Self-attention
+/// at SD 1.5 size already has enough key blocks (1 range); cross-attention (77 keys, 2
+/// blocks per head) gets up to 16 ranges of 256 rows at 4096 queries.
+pub(crate) fn query_splits(
+    len_q: usize,
+    key_cubes: usize,
+    target_cubes: usize,
+    tile: usize,
+) -> (usize, usize) {
+    let most = (len_q / MIN_SPLIT_ROWS).max(1);
+    let wanted = target_cubes.div_ceil(key_cubes.max(1));
+    let splits = wanted.clamp(1, most).min(u16::MAX as usize);
+    let rows = len_q.div_ceil(splits).div_ceil(tile).max(1) * tile;
+    (len_q.div_ceil(rows).max(1), rows)
+}
+
 /// `[batch, heads, tokens, head_dim]` of a 4-D tensor.
 fn dims4<R: CubeRuntime>(tensor: &CubeTensor<R>) -> [usize; 4] {
     tensor.shape().dims::<4>()
 }
 
-fn cube_count(rows: usize, batch_heads: usize) -> CubeCount {
+/// One cube per [`ROWS_PER_CUBE`] rows, times `batch * heads`, times `splits`.
+fn cube_count(rows: usize, batch_heads: usize, splits: usize) -> CubeCount {
     CubeCount::Static(
         rows.div_ceil(ROWS_PER_CUBE as usize) as u32,
         batch_heads as u32,
-        1,
+        splits as u32,
     )
 }
 
@@ -83,7 +115,7 @@ pub(crate) fn forward<R: CubeRuntime>(
     let tile = tile_rows(&client, head_dim);
     flash_forward_kernel::launch::<R>(
         &client,
-        cube_count(len_q, batch * heads),
+        cube_count(len_q, batch * heads, 1),
         CubeDim::new_1d(ROWS_PER_CUBE),
         q.into_tensor_arg(),
         k.into_tensor_arg(),
@@ -134,7 +166,7 @@ pub(crate) fn backward<R: CubeRuntime>(
 
     flash_backward_dq_kernel::launch::<R>(
         &client,
-        cube_count(len_q, batch * heads),
+        cube_count(len_q, batch * heads, 1),
         CubeDim::new_1d(ROWS_PER_CUBE),
         q.clone().into_tensor_arg(),
         k.clone().into_tensor_arg(),
@@ -151,9 +183,20 @@ pub(crate) fn backward<R: CubeRuntime>(
         tile,
         dtype.into(),
     );
+
+    let key_cubes = len_k.div_ceil(ROWS_PER_CUBE as usize) * batch * heads;
+    let target_cubes = client
+        .properties()
+        .hardware
+        .num_streaming_multiprocessors
+        .map_or(DEFAULT_TARGET_CUBES, |sms| 4 * sms as usize);
+    let (splits, split_rows) = query_splits(len_q, key_cubes, target_cubes, tile);
+    let parts = Shape::new([splits, batch, heads, len_k, head_dim]);
+    let part_k = empty(parts.clone(), DType::F32);
+    let part_v = empty(parts, DType::F32);
     flash_backward_dkdv_kernel::launch::<R>(
         &client,
-        cube_count(len_k, batch * heads),
+        cube_count(len_k, batch * heads, splits),
         CubeDim::new_1d(ROWS_PER_CUBE),
         q.into_tensor_arg(),
         k.into_tensor_arg(),
@@ -161,14 +204,64 @@ pub(crate) fn backward<R: CubeRuntime>(
         grad_out.into_tensor_arg(),
         lse.into_tensor_arg(),
         delta.into_tensor_arg(),
-        grad_k.clone().into_tensor_arg(),
-        grad_v.clone().into_tensor_arg(),
+        part_k.clone().into_tensor_arg(),
+        part_v.clone().into_tensor_arg(),
         scale,
         len_q as u32,
         len_k as u32,
+        split_rows as u32,
         head_dim,
         tile,
         dtype.into(),
     );
+    let sum_dim = CubeDim::new_1d(SUM_UNITS);
+    for (part, grad) in [(part_k, &grad_k), (part_v, &grad_v)] {
+        sum_splits_kernel::launch::<R>(
+            &client,
+            calculate_cube_count_elemwise(&client, grad.shape().num_elements(), sum_dim),
+            sum_dim,
+            part.into_tensor_arg(),
+            grad.clone().into_tensor_arg(),
+            splits as u32,
+            dtype.into(),
+        );
+    }
     (grad_q, grad_k, grad_v)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{query_splits, MIN_SPLIT_ROWS};
+
+    proptest! {
+        /// The ranges cover the query rows exactly once (none empty), start on tile
+        /// boundaries, are long enough to pay for themselves, and stop multiplying the grid
+        /// once it reaches the target.
+        #[test]
+        fn query_ranges_cover_the_rows(
+            len_q in 1usize..20_000,
+            key_cubes in 1usize..2_000,
+            target_cubes in 1usize..2_000,
+            tile in 1usize..=64,
+        ) {
+            let (splits, rows) = query_splits(len_q, key_cubes, target_cubes, tile);
+            prop_assert!(splits >= 1);
+            prop_assert_eq!(rows % tile, 0);
+            prop_assert!(splits * rows >= len_q, "rows left over");
+            prop_assert!((splits - 1) * rows < len_q, "an empty range");
+            prop_assert!(splits == 1 || rows >= MIN_SPLIT_ROWS, "ranges too short");
+            prop_assert!(splits == 1 || (splits - 1) * key_cubes < target_cubes, "too many");
+        }
+    }
+
+    /// SD 1.5's largest cross-attention (batch 2, 8 heads, 4096 queries, 77 keys: 32 key
+    /// cubes) on an H100 (132 multiprocessors): 16 ranges of 256 rows; its self-attention
+    /// (4096 keys: 1024 key cubes) is left whole.
+    #[test]
+    fn sd15_shapes() {
+        assert_eq!(query_splits(4096, 32, 4 * 132, 64), (16, 256));
+        assert_eq!(query_splits(4096, 1024, 4 * 132, 64), (1, 4096));
+    }
 }

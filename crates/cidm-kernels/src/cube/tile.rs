@@ -15,6 +15,7 @@ pub(crate) fn read_row<E: Float>(
     active: bool,
     #[comptime] head_dim: usize,
 ) {
+    #[unroll]
     for c in 0..head_dim {
         let mut value = f32::new(0.0);
         if active {
@@ -27,15 +28,16 @@ pub(crate) fn read_row<E: Float>(
 /// Sets the first `head_dim` values of `row` to zero.
 #[cube]
 pub(crate) fn zero_row(row: &mut Array<f32>, #[comptime] head_dim: usize) {
+    #[unroll]
     for c in 0..head_dim {
         row[c] = f32::new(0.0);
     }
 }
 
-/// Rows of the tile that starts at row `start` of a sequence of `len` rows: `tile`, or
-/// fewer at the end.
+/// Rows of the tile (or range of rows) that starts at row `start` of a sequence of `len`
+/// rows: `tile`, or fewer at the end.
 #[cube]
-pub(crate) fn tile_len(len: usize, start: usize, #[comptime] tile: usize) -> usize {
+pub(crate) fn tile_len(len: usize, start: usize, tile: usize) -> usize {
     let mut count = len - start;
     if count > tile {
         count = tile;
