@@ -140,6 +140,18 @@ fn upcast<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tens
 
 const NAMES: [&str; 4] = ["output", "dq", "dk", "dv"];
 
+/// Output and the three gradients through `Autodiff<Wgpu>` (the fused forward and backward
+/// kernels under burn-fusion) against the f32 reference on Flex, for one shape.
+fn check_fused_f32(device: &WgpuDevice, head_dim: usize, len_q: usize, len_k: usize) {
+    let case = Case::new(len_q, len_k, head_dim);
+    let want = case.reference();
+    let got = case.run::<Gpu>(device, DType::F32, fused);
+    for (name, (g, w)) in NAMES.iter().zip(got.iter().zip(&want)) {
+        let what = format!("{name} d={head_dim} lq={len_q} lk={len_k}");
+        assert_close(&what, g, w, TOL_F32);
+    }
+}
+
 /// Forward and all three gradients through `Autodiff<Wgpu>` (the fused forward and the
 /// fused backward kernels under burn-fusion), every head width and length.
 #[test]
@@ -147,13 +159,7 @@ fn forward_and_gradients_match_plain_attention() {
     let device = WgpuDevice::default();
     for head_dim in [8, 40, 64, 80, 160] {
         for (len_q, len_k) in [(1, 77), (64, 100), (100, 77)] {
-            let case = Case::new(len_q, len_k, head_dim);
-            let want = case.reference();
-            let got = case.run::<Gpu>(&device, DType::F32, fused);
-            for (name, (g, w)) in NAMES.iter().zip(got.iter().zip(&want)) {
-                let what = format!("{name} d={head_dim} lq={len_q} lk={len_k}");
-                assert_close(&what, g, w, TOL_F32);
-            }
+            check_fused_f32(&device, head_dim, len_q, len_k);
         }
     }
 }
@@ -177,13 +183,7 @@ fn long_sequences_match_plain_attention() {
         (160, 576, 77),
     ];
     for (head_dim, len_q, len_k) in cases {
-        let case = Case::new(len_q, len_k, head_dim);
-        let want = case.reference();
-        let got = case.run::<Gpu>(&device, DType::F32, fused);
-        for (name, (g, w)) in NAMES.iter().zip(got.iter().zip(&want)) {
-            let what = format!("{name} d={head_dim} lq={len_q} lk={len_k}");
-            assert_close(&what, g, w, TOL_F32);
-        }
+        check_fused_f32(&device, head_dim, len_q, len_k);
     }
 }
 
