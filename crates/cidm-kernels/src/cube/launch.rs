@@ -233,7 +233,7 @@ pub(crate) fn backward<R: CubeRuntime>(
 mod tests {
     use proptest::prelude::*;
 
-    use super::{query_splits, MIN_SPLIT_ROWS};
+    use super::{query_splits, DEFAULT_TARGET_CUBES, MIN_SPLIT_ROWS};
 
     proptest! {
         /// The ranges cover the query rows exactly once (none empty), start on tile
@@ -263,5 +263,15 @@ mod tests {
     fn sd15_shapes() {
         assert_eq!(query_splits(4096, 32, 4 * 132, 64), (16, 256));
         assert_eq!(query_splits(4096, 1024, 4 * 132, 64), (1, 4096));
+    }
+
+    /// The long-sequence integration test's width-40 shapes on wgpu (no multiprocessor
+    /// count, tiles of 64 rows; batch 2 x 3 heads, so 6 key cubes at 7 keys and 12 at 77)
+    /// really take the split path its doc promises: 3 ranges of 384 rows for 1000 queries,
+    /// 2 of 320 for 576.
+    #[test]
+    fn integration_test_shapes_split() {
+        assert_eq!(query_splits(1000, 6, DEFAULT_TARGET_CUBES, 64), (3, 384));
+        assert_eq!(query_splits(576, 12, DEFAULT_TARGET_CUBES, 64), (2, 320));
     }
 }
