@@ -18,7 +18,10 @@
 
 use cubecl::prelude::*;
 
-use super::tile::{load_tile_pair, read_row, tile_len, zero_row};
+use super::tile::{
+    add_tile_row, dot_tile_row, load_row_tiles, load_value_tiles, padded_width, read_row,
+    row_vectors, tile_len, zero_row, Lanes,
+};
 
 /// Gradient of the queries, one unit per query row; also writes `delta = rowsum(dO * O)`,
 /// which the key/value kernel launched after it reads. Layouts as in the forward kernel.
@@ -48,9 +51,10 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     let q_base = (bh * lq + row) * head_dim;
     let kv_base = bh * lk * head_dim;
 
-    let mut q_row = Array::<f32>::new(head_dim);
-    let mut do_row = Array::<f32>::new(head_dim);
-    let mut acc = Array::<f32>::new(head_dim);
+    let width = comptime!(padded_width(head_dim));
+    let mut q_row = Array::<f32>::new(width);
+    let mut do_row = Array::<f32>::new(width);
+    let mut acc = Array::<f32>::new(width);
     read_row(q, &mut q_row, q_base, scale, active, head_dim);
     read_row(
         grad_out,
@@ -72,30 +76,23 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
         delta[bh * lq + row] = row_delta;
     }
 
-    let mut k_tile = SharedMemory::<f32>::new(tile * head_dim);
-    let mut v_tile = SharedMemory::<f32>::new(tile * head_dim);
+    let tile_vectors = comptime!(tile * row_vectors(head_dim));
+    let mut k_tile = SharedMemory::<Lanes>::new(tile_vectors);
+    let mut v_tile = SharedMemory::<Lanes>::new(tile_vectors);
     let tiles = (lk + tile - 1) / tile;
     for t in 0..tiles {
         let start = t * tile;
         let count = tile_len(lk, start, tile);
         let offset = kv_base + start * head_dim;
-        load_tile_pair(k, v, &mut k_tile, &mut v_tile, offset, count * head_dim);
+        load_row_tiles(k, v, &mut k_tile, &mut v_tile, offset, count, head_dim);
         sync_cube();
 
         if active {
             for j in 0..count {
-                let mut s = f32::new(0.0);
-                let mut dp = f32::new(0.0);
-                #[unroll]
-                for c in 0..head_dim {
-                    s += q_row[c] * k_tile[j * head_dim + c];
-                    dp += do_row[c] * v_tile[j * head_dim + c];
-                }
+                let s = dot_tile_row(&q_row, &k_tile, j, head_dim);
+                let dp = dot_tile_row(&do_row, &v_tile, j, head_dim);
                 let ds = (s - row_lse).exp() * (dp - row_delta);
-                #[unroll]
-                for c in 0..head_dim {
-                    acc[c] += ds * k_tile[j * head_dim + c];
-                }
+                add_tile_row(&mut acc, ds, &k_tile, j, head_dim);
             }
         }
         sync_cube();
@@ -146,17 +143,19 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
     let q_base = (bh * lq + first) * head_dim;
 
     // The key row is pre-multiplied by the scale, so a dot product is already a score.
-    let mut k_row = Array::<f32>::new(head_dim);
-    let mut v_row = Array::<f32>::new(head_dim);
-    let mut dk = Array::<f32>::new(head_dim);
-    let mut dv = Array::<f32>::new(head_dim);
+    let width = comptime!(padded_width(head_dim));
+    let mut k_row = Array::<f32>::new(width);
+    let mut v_row = Array::<f32>::new(width);
+    let mut dk = Array::<f32>::new(width);
+    let mut dv = Array::<f32>::new(width);
     read_row(k, &mut k_row, kv_base, scale, active, head_dim);
     read_row(v, &mut v_row, kv_base, f32::new(1.0), active, head_dim);
     zero_row(&mut dk, head_dim);
     zero_row(&mut dv, head_dim);
 
-    let mut q_tile = SharedMemory::<f32>::new(tile * head_dim);
-    let mut do_tile = SharedMemory::<f32>::new(tile * head_dim);
+    let tile_vectors = comptime!(tile * row_vectors(head_dim));
+    let mut q_tile = SharedMemory::<Lanes>::new(tile_vectors);
+    let mut do_tile = SharedMemory::<Lanes>::new(tile_vectors);
     let mut lse_tile = SharedMemory::<f32>::new(tile);
     let mut delta_tile = SharedMemory::<f32>::new(tile);
     let tiles = (rows + tile - 1) / tile;
@@ -164,16 +163,17 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
         let start = t * tile;
         let count = tile_len(rows, start, tile);
         let offset = q_base + start * head_dim;
-        load_tile_pair(
+        load_row_tiles(
             q,
             grad_out,
             &mut q_tile,
             &mut do_tile,
             offset,
-            count * head_dim,
+            count,
+            head_dim,
         );
         let row_offset = bh * lq + first + start;
-        load_tile_pair(
+        load_value_tiles(
             lse,
             delta,
             &mut lse_tile,
@@ -185,20 +185,12 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
 
         if active {
             for i in 0..count {
-                let mut s = f32::new(0.0);
-                let mut dp = f32::new(0.0);
-                #[unroll]
-                for c in 0..head_dim {
-                    s += k_row[c] * q_tile[i * head_dim + c];
-                    dp += v_row[c] * do_tile[i * head_dim + c];
-                }
+                let s = dot_tile_row(&k_row, &q_tile, i, head_dim);
+                let dp = dot_tile_row(&v_row, &do_tile, i, head_dim);
                 let p = (s - lse_tile[i]).exp();
                 let ds = p * (dp - delta_tile[i]);
-                #[unroll]
-                for c in 0..head_dim {
-                    dv[c] += p * do_tile[i * head_dim + c];
-                    dk[c] += ds * q_tile[i * head_dim + c];
-                }
+                add_tile_row(&mut dv, p, &do_tile, i, head_dim);
+                add_tile_row(&mut dk, ds, &q_tile, i, head_dim);
             }
         }
         sync_cube();

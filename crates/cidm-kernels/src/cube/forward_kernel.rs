@@ -12,7 +12,10 @@
 
 use cubecl::prelude::*;
 
-use super::tile::{load_tile_pair, read_row, tile_len, zero_row};
+use super::tile::{
+    add_tile_row, dot_tile_row, load_row_tiles, padded_width, read_row, row_vectors, tile_len,
+    zero_row, Lanes,
+};
 
 /// Query (or key) rows handled by one cube: one unit per row.
 pub(crate) const ROWS_PER_CUBE: u32 = 64;
@@ -47,14 +50,16 @@ pub(crate) fn flash_forward_kernel<E: Float>(
     let kv_base = bh * lk * head_dim;
 
     // The query row is pre-multiplied by the scale, so a dot product is already a score.
-    let mut q_row = Array::<f32>::new(head_dim);
-    let mut acc = Array::<f32>::new(head_dim);
+    let width = comptime!(padded_width(head_dim));
+    let mut q_row = Array::<f32>::new(width);
+    let mut acc = Array::<f32>::new(width);
     read_row(q, &mut q_row, q_base, scale, active, head_dim);
     zero_row(&mut acc, head_dim);
 
     let mut scores = Array::<f32>::new(tile);
-    let mut k_tile = SharedMemory::<f32>::new(tile * head_dim);
-    let mut v_tile = SharedMemory::<f32>::new(tile * head_dim);
+    let tile_vectors = comptime!(tile * row_vectors(head_dim));
+    let mut k_tile = SharedMemory::<Lanes>::new(tile_vectors);
+    let mut v_tile = SharedMemory::<Lanes>::new(tile_vectors);
     let mut m = f32::new(NEG_START);
     let mut l = f32::new(0.0);
 
@@ -64,17 +69,13 @@ pub(crate) fn flash_forward_kernel<E: Float>(
         let count = tile_len(lk, start, tile);
         // Every unit helps load the tile, also those past the last query row.
         let offset = kv_base + start * head_dim;
-        load_tile_pair(k, v, &mut k_tile, &mut v_tile, offset, count * head_dim);
+        load_row_tiles(k, v, &mut k_tile, &mut v_tile, offset, count, head_dim);
         sync_cube();
 
         if active {
             let mut tile_max = m;
             for j in 0..count {
-                let mut s = f32::new(0.0);
-                #[unroll]
-                for c in 0..head_dim {
-                    s += q_row[c] * k_tile[j * head_dim + c];
-                }
+                let s = dot_tile_row(&q_row, &k_tile, j, head_dim);
                 scores[j] = s;
                 tile_max = tile_max.max(s);
             }
@@ -87,10 +88,7 @@ pub(crate) fn flash_forward_kernel<E: Float>(
             for j in 0..count {
                 let p = (scores[j] - tile_max).exp();
                 l += p;
-                #[unroll]
-                for c in 0..head_dim {
-                    acc[c] += p * v_tile[j * head_dim + c];
-                }
+                add_tile_row(&mut acc, p, &v_tile, j, head_dim);
             }
             m = tile_max;
         }

@@ -10,6 +10,7 @@ use super::backward_kernel::{
     flash_backward_dkdv_kernel, flash_backward_dq_kernel, sum_splits_kernel,
 };
 use super::forward_kernel::{flash_forward_kernel, ROWS_PER_CUBE};
+use super::tile::padded_width;
 
 /// Most rows of keys (or queries) held in shared memory at once.
 const MAX_TILE: usize = 64;
@@ -17,16 +18,21 @@ const MAX_TILE: usize = 64;
 /// without opting in, and more than wgpu's default limit of 16 KiB.
 const MAX_SHARED_BYTES: usize = 48 * 1024;
 
-/// Rows per shared-memory tile for `head_dim`: two f32 tiles of `tile * head_dim` (K and V,
-/// or Q and dO) plus two f32 scalars per row must fit the device's shared memory.
+/// Shared memory one tile row takes: two f32 rows of `head_dim` padded to whole vectors (K
+/// and V, or Q and dO) plus two f32 scalars (the logsumexp and `D` of a query row).
+fn shared_bytes_per_row(head_dim: usize) -> usize {
+    (2 * padded_width(head_dim) + 2) * core::mem::size_of::<f32>()
+}
+
+/// Rows per shared-memory tile for `head_dim`: as many as fit the device's shared memory
+/// (and [`MAX_SHARED_BYTES`]), at most [`MAX_TILE`].
 fn tile_rows<R: CubeRuntime>(client: &ComputeClient<R>, head_dim: usize) -> usize {
     let shared = client
         .properties()
         .hardware
         .max_shared_memory_size
         .min(MAX_SHARED_BYTES);
-    let per_row = (2 * head_dim + 2) * core::mem::size_of::<f32>();
-    (shared / per_row).clamp(1, MAX_TILE)
+    (shared / shared_bytes_per_row(head_dim)).clamp(1, MAX_TILE)
 }
 
 /// Fewest query rows one dK/dV cube works through: below this, the cube's fixed work (its
@@ -81,9 +87,8 @@ pub(crate) fn device_supports<R: CubeRuntime>(
 ) -> bool {
     let client = R::client(device);
     let properties = client.properties();
-    let shared_needed = (2 * head_dim + 2) * core::mem::size_of::<f32>();
     properties.supports_type(StorageType::from(dtype))
-        && properties.hardware.max_shared_memory_size >= shared_needed
+        && properties.hardware.max_shared_memory_size >= shared_bytes_per_row(head_dim)
 }
 
 /// Forward pass: `(softmax(q k^T * scale) v, logsumexp of the scaled scores per row)`; the

@@ -1,11 +1,36 @@
 //! Device functions the attention kernels share: reading a row into registers, the length of
-//! a tile, and streaming two tiles of rows into shared memory.
+//! a tile, and streaming tiles into shared memory.
+//!
+//! Row tiles live in shared memory as vectors of [`LANES`] f32 values, a row of `head_dim`
+//! values taking [`row_vectors`] of them (the last one padded with zeros when `head_dim` is
+//! not a multiple of [`LANES`]). The kernels' inner loops read one value of shared memory per
+//! multiply-add, and every unit of a cube reads the same one: a scalar read would cost one
+//! load instruction per multiply-add, and NVIDIA's multiprocessors issue shared-memory loads
+//! at a quarter of their f32 multiply-add rate, so such a loop would be bound by the loads. A
+//! vector read brings [`LANES`] values per instruction (a 128-bit load).
 
 use cubecl::prelude::*;
 
-/// Fills `row` with the `head_dim` values of `x` at `base`, as f32 times `scale`; with
-/// zeros for a unit past the last row (`active` false), which must still take part in the
-/// cube's tile loads and barriers.
+/// f32 values per shared-memory vector.
+pub(crate) const LANES: usize = 4;
+
+/// A vector of [`LANES`] f32 values, the element of the row tiles.
+pub(crate) type Lanes = Vector<f32, Const<LANES>>;
+
+/// Vectors of [`LANES`] values that hold a row of `head_dim` values.
+pub(crate) const fn row_vectors(head_dim: usize) -> usize {
+    head_dim.div_ceil(LANES)
+}
+
+/// `head_dim` rounded up to whole vectors: the length of the kernels' per-unit rows, whose
+/// values past `head_dim` stay zero.
+pub(crate) const fn padded_width(head_dim: usize) -> usize {
+    row_vectors(head_dim) * LANES
+}
+
+/// Fills `row` (of [`padded_width`] values) with the `head_dim` values of `x` at `base`, as
+/// f32 times `scale`, and zeros after them; with zeros only for a unit past the last row
+/// (`active` false), which must still take part in the cube's tile loads and barriers.
 #[cube]
 pub(crate) fn read_row<E: Float>(
     x: &Tensor<E>,
@@ -16,21 +41,70 @@ pub(crate) fn read_row<E: Float>(
     #[comptime] head_dim: usize,
 ) {
     #[unroll]
-    for c in 0..head_dim {
+    for c in 0..comptime!(padded_width(head_dim)) {
         let mut value = f32::new(0.0);
-        if active {
+        if active && c < head_dim {
             value = f32::cast_from(x[base + c]) * scale;
         }
         row[c] = value;
     }
 }
 
-/// Sets the first `head_dim` values of `row` to zero.
+/// Sets the [`padded_width`] values of `row` to zero.
 #[cube]
 pub(crate) fn zero_row(row: &mut Array<f32>, #[comptime] head_dim: usize) {
     #[unroll]
-    for c in 0..head_dim {
+    for c in 0..comptime!(padded_width(head_dim)) {
         row[c] = f32::new(0.0);
+    }
+}
+
+/// `row . tile_row`: the dot product of a unit's row with row `r` of a row tile (zeros in
+/// the padding on both sides). Summed in [`LANES`] partial sums, one per vector lane: four
+/// independent chains of multiply-adds instead of one chain of `head_dim`, each waiting
+/// for the previous result.
+#[cube]
+pub(crate) fn dot_tile_row(
+    row: &Array<f32>,
+    tile: &SharedMemory<Lanes>,
+    r: usize,
+    #[comptime] head_dim: usize,
+) -> f32 {
+    let vectors = comptime!(row_vectors(head_dim));
+    let mut sums = Lanes::new(f32::new(0.0));
+    #[unroll]
+    for c in 0..vectors {
+        let values = tile[r * vectors + c];
+        #[unroll]
+        for e in 0..LANES {
+            sums[e] += row[c * LANES + e] * values[e];
+        }
+    }
+    let mut sum = sums[0];
+    #[unroll]
+    for e in 1..LANES {
+        sum += sums[e];
+    }
+    sum
+}
+
+/// `acc += weight * tile_row`, with row `r` of a row tile.
+#[cube]
+pub(crate) fn add_tile_row(
+    acc: &mut Array<f32>,
+    weight: f32,
+    tile: &SharedMemory<Lanes>,
+    r: usize,
+    #[comptime] head_dim: usize,
+) {
+    let vectors = comptime!(row_vectors(head_dim));
+    #[unroll]
+    for c in 0..vectors {
+        let values = tile[r * vectors + c];
+        #[unroll]
+        for e in 0..LANES {
+            acc[c * LANES + e] += weight * values[e];
+        }
     }
 }
 
@@ -45,13 +119,52 @@ pub(crate) fn tile_len(len: usize, start: usize, tile: usize) -> usize {
     count
 }
 
-/// Copies `len` consecutive values of `a` and of `b`, from `offset` on, into `a_tile` and
-/// `b_tile` as f32. Every unit of the cube takes a strided share (consecutive units read
-/// consecutive values); the caller synchronises the cube before reading the tiles.
+/// Copies `rows` consecutive rows of `head_dim` values of `a` and of `b`, from value
+/// `offset` on, into the row tiles `a_tile` and `b_tile` as f32 vectors (zeros in the
+/// padding). Every unit of the cube takes a strided share of the vectors (consecutive units
+/// read consecutive values); the caller synchronises the cube before reading the tiles.
 #[cube]
-pub(crate) fn load_tile_pair<E: Float>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn load_row_tiles<E: Float>(
     a: &Tensor<E>,
     b: &Tensor<E>,
+    a_tile: &mut SharedMemory<Lanes>,
+    b_tile: &mut SharedMemory<Lanes>,
+    offset: usize,
+    rows: usize,
+    #[comptime] head_dim: usize,
+) {
+    let vectors = comptime!(row_vectors(head_dim));
+    let len = rows * vectors;
+    let mut idx = UNIT_POS_X as usize;
+    while idx < len {
+        let col = (idx % vectors) * LANES;
+        let base = offset + (idx / vectors) * head_dim + col;
+        let mut a_values = Lanes::empty();
+        let mut b_values = Lanes::empty();
+        #[unroll]
+        for e in 0..LANES {
+            let mut a_value = f32::new(0.0);
+            let mut b_value = f32::new(0.0);
+            if col + e < head_dim {
+                a_value = f32::cast_from(a[base + e]);
+                b_value = f32::cast_from(b[base + e]);
+            }
+            a_values[e] = a_value;
+            b_values[e] = b_value;
+        }
+        a_tile[idx] = a_values;
+        b_tile[idx] = b_values;
+        idx += CUBE_DIM_X as usize;
+    }
+}
+
+/// Copies `len` consecutive values of `a` and of `b` (one per row, such as the logsumexp),
+/// from `offset` on, into `a_tile` and `b_tile`; shared like [`load_row_tiles`].
+#[cube]
+pub(crate) fn load_value_tiles(
+    a: &Tensor<f32>,
+    b: &Tensor<f32>,
     a_tile: &mut SharedMemory<f32>,
     b_tile: &mut SharedMemory<f32>,
     offset: usize,
@@ -59,8 +172,8 @@ pub(crate) fn load_tile_pair<E: Float>(
 ) {
     let mut idx = UNIT_POS_X as usize;
     while idx < len {
-        a_tile[idx] = f32::cast_from(a[offset + idx]);
-        b_tile[idx] = f32::cast_from(b[offset + idx]);
+        a_tile[idx] = a[offset + idx];
+        b_tile[idx] = b[offset + idx];
         idx += CUBE_DIM_X as usize;
     }
 }
