@@ -7,13 +7,27 @@
 # training step, of the peak memory.
 #
 # Usage: tools/gpu_bench.sh [--tiny] [--reps N] [--warmup N] [--sampling-steps N]
-#                           [--out DIR] [--compile] OURS_BIN [OURS_BIN ...]
+#                           [--only LIST] [--dtypes LIST] [--deadline SECONDS]
+#                           [--out DIR] [--compile] [--profile] OURS_BIN [OURS_BIN ...]
 # Environment: PYTHON, the interpreter with torch, diffusers==0.42.1 and peft (default python3).
+#
+# Order: the first build of ours, the reference (--dtypes, e.g. f16, limits its dtypes), the
+# other builds, then the profiles. --only (train,step,sample,ewa-weights,ewa,regional,
+# attention) limits both sides to those workloads. --deadline stops every run that would end
+# past that many seconds from the start (and skips the ones after it), so a session with a
+# time limit still gets the pairs of what finished: the lines are kept as they come.
 #
 # Output: the raw lines of both sides, then one line per pair:
 #   pair NAME dtype=f16 cidm_ms=.. torch_ms=.. ratio=.. [cidm_mib=.. torch_mib=.. mem_ratio=..]
 # Everything (lines, logs, JSON, the UNet config) is also kept in --out (default: a new
 # temporary directory, printed at the end).
+#
+# --profile: then profiles one repetition of the LoRA step and of the UNet step on both sides
+# (ours with CubeCL's profiler, the reference with torch.profiler; after --warmup untimed
+# runs) and prints, per build, `gpu_bench profile`'s comparison part by part:
+#   profile NAME dtype=f16 part=conv cidm_ms=.. cidm_calls=.. torch_ms=.. torch_calls=.. ratio=..
+#   top cidm|torch NAME dtype=f16 rank=1 ms=.. calls=.. share=..% name="..."
+# (kept in --out as profile.txt, with both sides' raw profiles under profile/).
 set -euo pipefail
 
 config=sd15
@@ -21,7 +35,11 @@ reps=10
 warmup=3
 steps=50
 out=""
+only=()
+dtypes=()
+deadline=""
 compile=()
+profile=0
 bins=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -29,9 +47,13 @@ while [ $# -gt 0 ]; do
         --reps) reps="$2"; shift ;;
         --warmup) warmup="$2"; shift ;;
         --sampling-steps) steps="$2"; shift ;;
+        --only) only=(--only "$2"); shift ;;
+        --dtypes) dtypes=(--dtypes "$2"); shift ;;
+        --deadline) deadline="$2"; shift ;;
         --out) out="$2"; shift ;;
         --compile) compile=(--compile) ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --profile) profile=1 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         -*) echo "gpu_bench.sh: unknown option $1" >&2; exit 2 ;;
         *) bins+=("$1") ;;
     esac
@@ -41,39 +63,76 @@ if [ ${#bins[@]} -eq 0 ]; then
     echo "gpu_bench.sh: give the path of at least one built gpu_bench binary" >&2
     exit 2
 fi
-for bin in "${bins[@]}"; do
+if [ -n "$deadline" ] && ! [[ "$deadline" =~ ^[0-9]+$ ]]; then
+    echo "gpu_bench.sh: --deadline takes whole seconds" >&2
+    exit 2
+fi
+for i in "${!bins[@]}"; do
+    bin="${bins[$i]}"
     [ -x "$bin" ] || { echo "gpu_bench.sh: $bin is not an executable" >&2; exit 2; }
+    # Absolute: the profiling runs start in directories of their own.
+    bins[$i]="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
 done
 python="${PYTHON:-python3}"
 here="$(cd "$(dirname "$0")" && pwd)"
 [ -n "$out" ] || out="$(mktemp -d)"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+status=0
+
+# Runs a command, under `timeout` with the seconds left before --deadline; refuses to start
+# one with under 20 seconds left (returns 124, as timeout does).
+bounded() {
+    if [ -z "$deadline" ]; then
+        "$@"
+        return
+    fi
+    local left=$((deadline - SECONDS))
+    if [ "$left" -lt 20 ]; then
+        echo "# skipped (deadline): $*" >&2
+        return 124
+    fi
+    timeout --kill-after=10 "$left" "$@"
+}
 
 {
     echo "# date: $(date -u +%Y-%m-%dT%H:%MZ)"
-    echo "# config: $config, warmup $warmup, reps $reps, sampling steps $steps"
+    echo "# config: $config, warmup $warmup, reps $reps, sampling steps $steps ${only[*]}"
     if command -v nvidia-smi > /dev/null; then
         echo "# gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n 1)"
     fi
     echo "# cpu: $(grep -m 1 'model name' /proc/cpuinfo 2> /dev/null | cut -d: -f2- | sed 's/^ //') x $(nproc)"
-    "$python" -c 'import torch, diffusers, peft; print("# torch", torch.__version__, "diffusers", diffusers.__version__, "peft", peft.__version__, "cuda", torch.version.cuda)'
+    # Each package's version, or "missing" (without peft the reference writes its LoRA layers).
+    "$python" -c '
+import importlib, platform
+def version(name):
+    try:
+        return importlib.import_module(name).__version__
+    except ImportError:
+        return "missing"
+cuda = version("torch") != "missing" and importlib.import_module("torch").version.cuda
+print("# python", platform.python_version(), "torch", version("torch"), "cuda", cuda,
+      "diffusers", version("diffusers"), "peft", version("peft"))' || echo "# no python at $python"
 } | tee "$out/header.txt"
 
 "${bins[0]}" --config "$config" --print-config > "$out/unet_config.json"
 
-status=0
 : > "$out/lines.txt"
-index=0
-for bin in "${bins[@]}"; do
-    index=$((index + 1))
+ours() {
+    local index="$1" bin="${bins[$(($1 - 1))]}"
     echo "# ours ($bin)"
-    "$bin" --config "$config" --warmup "$warmup" --reps "$reps" --sampling-steps "$steps" \
-        --json "$out/cidm_$index.json" 2> "$out/cidm_$index.log" | tee -a "$out/lines.txt" || status=1
-done
+    bounded "$bin" --config "$config" --warmup "$warmup" --reps "$reps" --sampling-steps "$steps" \
+        "${only[@]}" --json "$out/cidm_$index.json" 2> "$out/cidm_$index.log" \
+        | tee -a "$out/lines.txt" || status=1
+}
+ours 1
 echo "# torch"
-"$python" "$here/gpu_bench_reference.py" --unet-config "$out/unet_config.json" \
-    --warmup "$warmup" --reps "$reps" --sampling-steps "$steps" "${compile[@]}" \
-    --json "$out/torch.json" 2> "$out/torch.log" | tee -a "$out/lines.txt" || status=1
+bounded "$python" "$here/gpu_bench_reference.py" --unet-config "$out/unet_config.json" \
+    --warmup "$warmup" --reps "$reps" --sampling-steps "$steps" "${only[@]}" "${dtypes[@]}" \
+    "${compile[@]}" --json "$out/torch.json" 2> "$out/torch.log" | tee -a "$out/lines.txt" || status=1
+for index in $(seq 2 ${#bins[@]}); do
+    ours "$index"
+done
 
 echo "# ours / torch (median times; memory where both report it)"
 awk '
@@ -106,5 +165,40 @@ awk '
     }
 ' "$out/lines.txt" | tee "$out/pairs.txt"
 grep -h 'error=' "$out/lines.txt" || true
+
+if [ "$profile" = 1 ]; then
+    echo "# kernel profiles: one repetition each, every kernel timed on the device"
+    prof="$out/profile"
+    mkdir -p "$prof"
+    bounded "$python" "$here/gpu_bench_reference.py" --unet-config "$out/unet_config.json" \
+        --only train,step "${dtypes[@]}" --warmup "$warmup" --reps 1 --profile-dir "$prof" \
+        > "$prof/torch_lines.txt" 2> "$prof/torch.log" || status=1
+    : > "$out/profile.txt"
+    index=0
+    for bin in "${bins[@]}"; do
+        index=$((index + 1))
+        for workload in train step; do
+            # CubeCL reads cubecl.toml from the working directory: a kernel table per sync.
+            dir="$prof/cidm_${index}_$workload"
+            mkdir -p "$dir"
+            printf '[profiling.logger]\nlevel = "basic"\nfile = "kernels.log"\nappend = false\n' \
+                > "$dir/cubecl.toml"
+            if ! (cd "$dir" && bounded "$bin" --config "$config" --only "$workload" \
+                    --warmup "$warmup" --reps 1 > record.txt 2> run.log); then
+                echo "# profiling $workload with $bin failed or ran out of time (see $dir/run.log)"
+                status=1
+                continue
+            fi
+            if [ ! -f "$dir/kernels.log" ]; then
+                echo "# $bin wrote no CubeCL profile (a CPU build has no CubeCL kernels)"
+                continue
+            fi
+            name="$(awk '{ print $2; exit }' "$dir/record.txt")"
+            dtype="$(sed -n 's/.* dtype=\([a-z0-9]*\).*/\1/p' "$dir/record.txt" | head -n 1)"
+            "$bin" profile --workload "$name" --dtype "$dtype" --cidm "$dir/kernels.log" \
+                --torch "$prof/torch_${name}_$dtype.json" | tee -a "$out/profile.txt" || status=1
+        done
+    done
+fi
 echo "# results in $out"
 exit $status

@@ -11,7 +11,9 @@ The workloads (names as ours):
 - lora_train_step_b1: one LoRA training step (rank 4 on every cross-attention q/k/v/out via
   peft, batch 1, AdamW, global-norm clipping) as diffusers' train_text_to_image_lora.py does it:
   frozen UNet in the compute dtype, LoRA factors in f32, fp16 autocast for f16; with
-  `torch.cuda.max_memory_allocated()` (process peak RSS on a CPU).
+  `torch.cuda.max_memory_allocated()` (process peak RSS on a CPU). Where peft is not installed
+  (a GPU machine with torch and diffusers only), the same layer written in torch (`LoraLinear`,
+  peft's forward and initialisation); the JSON record and the log say which ran.
 - sample_dpmppN_cfg_b1: N-step DPMSolverMultistepScheduler (DPM-Solver++ 2M, SD 1.5's
   schedule) with guidance 7.5, batch 1, latents only (no VAE decode), as ours.
 - ewa10_weights / ewa10_step_cfg_b2: elastic weight aggregation over 10 rank-4 tasks. It has
@@ -34,13 +36,20 @@ Usage (device cuda when available, else cpu):
     python tools/gpu_bench_reference.py --tiny --reps 3 # the tiny config, e.g. on a CPU
     python tools/gpu_bench_reference.py --unet-config unet.json  # the config ours prints
 
-Requires torch, diffusers==0.42.1, peft.
+With `--profile-dir DIR`, the UNet step and the LoRA step each run once more under
+torch.profiler after their timing, written as DIR/torch_NAME_DTYPE.json (every operator with
+the device time of the kernels it launched itself, CPU time on a CPU) for
+`gpu_bench profile`, which compares them with ours' CubeCL kernel profile part by part, and
+as DIR/torch_NAME_DTYPE.txt (torch's own table).
+
+Requires torch and diffusers==0.42.1; peft where available.
 """
 
 import argparse
 import inspect
 import json
 import math
+import re
 import resource
 import statistics
 import sys
@@ -48,8 +57,14 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
-from peft import LoraConfig
+
+try:
+    from peft import LoraConfig
+except ImportError:  # torch and diffusers only: add_lora falls back to LoraLinear
+    LoraConfig = None
 
 TOKENS = 77
 GUIDANCE = 7.5
@@ -79,8 +94,9 @@ DTYPES = {"f16": torch.float16, "f32": torch.float32}
 class Bench:
     """Device, dtype, sizes and the timing loop shared by the workloads."""
 
-    def __init__(self, config, device, dtype_name, warmup, reps):
+    def __init__(self, config, device, dtype_name, warmup, reps, profile_dir=None):
         self.config = config
+        self.profile_dir = profile_dir
         self.device = torch.device(device)
         self.dtype_name = dtype_name
         self.dtype = DTYPES[dtype_name]
@@ -124,6 +140,34 @@ class Bench:
             times.append((time.perf_counter() - start) * 1e3)
         return statistics.median(times), min(times)
 
+    def profile(self, name, work):
+        """With a profile directory: one more run of `work` under torch.profiler, its
+        operators written as JSON for `gpu_bench profile`. An operator's own time is that of
+        the kernels it launched itself, not its children's, so the operators add up to the
+        run's device time (CPU time on a CPU, where there are no kernels)."""
+        if not self.profile_dir:
+            return
+        cuda = self.device.type == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            work()
+            self.sync()
+        averages = prof.key_averages()
+        ops = []
+        for event in averages:
+            if event.device_type != DeviceType.CPU:
+                continue
+            us = event.self_device_time_total if cuda else event.self_cpu_time_total
+            if us > 0:
+                ops.append({"name": event.key, "ms": us / 1e3, "calls": event.count})
+        stem = f"{self.profile_dir}/torch_{name}_{self.dtype_name}"
+        with open(f"{stem}.json", "w") as f:
+            json.dump({"workload": name, "dtype": self.dtype_name, "device": self.device.type,
+                       "time": "device" if cuda else "cpu", "ops": ops}, f, indent=1)
+        sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+        with open(f"{stem}.txt", "w") as f:
+            f.write(averages.table(sort_by=sort, row_limit=40))
+
     def line(self, name, timing, memory=None):
         median, fastest = timing
         text = (
@@ -151,6 +195,40 @@ def peak_memory(bench):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
 
 
+class LoraLinear(torch.nn.Module):
+    """peft's LoRA `Linear` without peft: `base(x) + lora_B(lora_A(x)) * alpha / r` with the
+    input cast to the factors' dtype, `lora_A` (down) Kaiming-uniform and `lora_B` (up) zero
+    as peft initialises them, no dropout."""
+
+    def __init__(self, base, rank, alpha):
+        super().__init__()
+        device = base.weight.device
+        self.base = base
+        self.lora_A = torch.nn.Linear(base.in_features, rank, bias=False, device=device)
+        self.lora_B = torch.nn.Linear(rank, base.out_features, bias=False, device=device)
+        torch.nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        torch.nn.init.zeros_(self.lora_B.weight)
+        self.scale = alpha / rank
+
+    def forward(self, x):
+        return self.base(x) + self.lora_B(self.lora_A(x.to(self.lora_A.weight.dtype))) * self.scale
+
+
+def add_lora(unet):
+    """Rank-4 LoRA on every cross-attention projection, through diffusers' peft integration or,
+    without peft, as `LoraLinear` on the modules peft would pick (full-name regex match).
+    Returns which of the two ran."""
+    if LoraConfig is not None:
+        unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=CROSS_ATTENTION_TARGETS))
+        return "peft"
+    targets = [(name, module) for name, module in unet.named_modules()
+               if isinstance(module, torch.nn.Linear) and re.fullmatch(CROSS_ATTENTION_TARGETS, name)]
+    for name, module in targets:
+        parent, _, child = name.rpartition(".")
+        setattr(unet.get_submodule(parent), child, LoraLinear(module, RANK, RANK))
+    return "torch"
+
+
 def lora_train_step(bench):
     """diffusers' LoRA recipe: frozen UNet in the compute dtype, f32 factors, autocast."""
     if bench.device.type == "cuda":
@@ -158,7 +236,8 @@ def lora_train_step(bench):
         torch.cuda.reset_peak_memory_stats(bench.device)
     unet = bench.unet()
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=CROSS_ATTENTION_TARGETS))
+    lora = add_lora(unet)
+    print(f"# LoRA layers through {lora}", file=sys.stderr, flush=True)
     params = [p for p in unet.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()
@@ -178,6 +257,8 @@ def lora_train_step(bench):
 
     unet.train()
     record = bench.line("lora_train_step_b1", bench.measure(step), peak_memory(bench))
+    record["lora"] = lora
+    bench.profile("lora_train_step_b1", step)
     return record
 
 
@@ -187,7 +268,9 @@ def unet_step_cfg(bench, unet, name="unet_step_cfg_b2"):
     def step():
         guided(unet(latents, t, encoder_hidden_states=text).sample)
 
-    return bench.line(name, bench.measure(step))
+    record = bench.line(name, bench.measure(step))
+    bench.profile(name, step)
+    return record
 
 
 def sd15_dpm_solver():
@@ -436,7 +519,7 @@ def attention(bench, shape):
 
 
 def run_dtype(config, device, dtype_name, args):
-    bench = Bench(config, device, dtype_name, args.warmup, args.reps)
+    bench = Bench(config, device, dtype_name, args.warmup, args.reps, args.profile_dir)
     only = set(args.only.split(",")) if args.only else None
     selected = lambda w: only is None or w in only
     records = []
@@ -480,6 +563,8 @@ def main():
     parser.add_argument("--compile", action="store_true",
                         help="also time the UNet step under torch.compile (unet_step_cfg_b2_compiled)")
     parser.add_argument("--json", help="also write the records to this file")
+    parser.add_argument("--profile-dir",
+                        help="profile the UNet step and the LoRA step once more into this directory")
     args = parser.parse_args()
     if args.reps < 1 or args.sampling_steps < 1:
         parser.error("--reps and --sampling-steps must be at least 1")

@@ -5,7 +5,9 @@
 //! weights (`--config sd15`) or a tiny one that runs in seconds on a CPU (`--config tiny`).
 //!
 //! It prints one line per measurement (format in `gpu_bench/report.rs`) on stdout, logs on
-//! stderr, and writes the records as JSON with `--json`. `tools/gpu_bench_reference.py` times
+//! stderr, and writes the records as JSON with `--json`. `gpu_bench profile` instead
+//! compares a CubeCL kernel profile of one workload with the reference's torch.profiler
+//! profile of it, part by part (`gpu_bench/profile.rs`). `tools/gpu_bench_reference.py` times
 //! the same work with PyTorch and diffusers, and `tools/gpu_bench.sh` runs both and prints the
 //! ratios; docs/performance.md explains how to build and run them on a GPU machine.
 //!
@@ -18,6 +20,8 @@ mod attention;
 mod error;
 #[path = "gpu_bench/memory.rs"]
 mod memory;
+#[path = "gpu_bench/profile.rs"]
+mod profile;
 #[path = "gpu_bench/report.rs"]
 mod report;
 #[path = "gpu_bench/setup.rs"]
@@ -30,7 +34,7 @@ mod workloads;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use cidm::backend;
 use error::{BenchError, Result};
@@ -60,9 +64,45 @@ enum Workload {
     Attention,
 }
 
-/// Command-line options.
+/// Command line: the benchmark's options, or a subcommand.
 #[derive(Debug, Parser)]
-#[command(about = "Times CIDM's UNet step, LoRA step, sampling, EWA and regional step")]
+#[command(
+    about = "Times CIDM's UNet step, LoRA step, sampling, EWA and regional step",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compares a CubeCL kernel profile of one workload with the reference's torch.profiler
+    /// profile of the same workload, part by part (attention, conv, matmul, ...), and lists
+    /// the largest kernels and operators of each (see `gpu_bench/profile.rs`).
+    Profile {
+        /// Workload name for the output lines, e.g. `unet_step_cfg_b2`.
+        #[arg(long)]
+        workload: String,
+        /// Float type for the output lines (`f16` or `f32`).
+        #[arg(long)]
+        dtype: String,
+        /// CubeCL's profiling log of our run (its last kernel table is read).
+        #[arg(long)]
+        cidm: PathBuf,
+        /// The reference's profile JSON (`gpu_bench_reference.py --profile-dir`).
+        #[arg(long)]
+        torch: PathBuf,
+        /// Largest kernels and operators listed per side.
+        #[arg(long, default_value_t = 12)]
+        top: usize,
+    },
+}
+
+/// The benchmark's options.
+#[derive(Debug, clap::Args)]
 struct Args {
     /// UNet configuration (random weights).
     #[arg(long, value_enum, default_value = "sd15")]
@@ -95,7 +135,23 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(&Args::parse()) {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Profile {
+            workload,
+            dtype,
+            cidm,
+            torch,
+            top,
+        }) => profile::read(cidm, torch).map(|(cidm, torch)| {
+            for line in profile::summary(workload, dtype, &cidm, &torch, *top) {
+                println!("{line}");
+            }
+            true
+        }),
+        None => run(&cli.args),
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

@@ -39,15 +39,18 @@ pub enum BenchError {
     /// A command-line value is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// Writing the JSON report failed.
-    #[error("writing {path}: {source}")]
+    /// Reading a profile or writing the JSON report failed.
+    #[error("{path}: {source}")]
     Io {
-        /// The file being written.
+        /// The file being read or written.
         path: String,
         /// The underlying error.
         source: std::io::Error,
     },
-    /// Serialising the JSON report or the config failed.
+    /// A profile file is not what `gpu_bench profile` reads.
+    #[error("reading a profile: {0}")]
+    Profile(String),
+    /// Serialising the JSON report or the config, or parsing a profile, failed.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
 }
