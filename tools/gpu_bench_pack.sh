@@ -32,7 +32,8 @@ while [ $# -gt 0 ]; do
 done
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
-rm -rf "$out"
+# Only what an earlier pack left there: DIR may hold other files.
+rm -rf "$out/wheels" "$out/bin" "$out/run.sh" "$out"/gpu_bench_*.xz
 mkdir -p "$out"
 
 for build in f16:cuda,f16 f32:cuda; do

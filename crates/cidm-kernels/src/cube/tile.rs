@@ -122,7 +122,8 @@ pub(crate) fn tile_len(len: usize, start: usize, tile: usize) -> usize {
 /// Copies `rows` consecutive rows of `head_dim` values of `a` and of `b`, from value
 /// `offset` on, into the row tiles `a_tile` and `b_tile` as f32 vectors (zeros in the
 /// padding). Every unit of the cube takes a strided share of the vectors (consecutive units
-/// read consecutive values); the caller synchronises the cube before reading the tiles.
+/// read consecutive vectors of a row); the caller synchronises the cube before reading the
+/// tiles.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn load_row_tiles<E: Float>(

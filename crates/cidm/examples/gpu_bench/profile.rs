@@ -16,7 +16,6 @@
 //! `profile unet_step_cfg_b2 dtype=f16 part=conv cidm_ms=12.300 cidm_calls=66 torch_ms=4.100 torch_calls=66 ratio=3.00`
 //! `top cidm unet_step_cfg_b2 dtype=f16 rank=1 ms=12.300 calls=66 share=31% name="DirectConv2dKernel"`
 
-use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -24,7 +23,7 @@ use serde::Deserialize;
 use crate::error::{BenchError, Result};
 
 /// A part of the network that kernels (ours) or operators (the reference's) are counted in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
     /// Attention: ours' flash kernels (and the plain path's, when it runs), torch's SDPA.
     Attention,
@@ -207,12 +206,6 @@ impl Part {
             Part::Layout => "layout",
             Part::Other => "other",
         }
-    }
-}
-
-impl fmt::Display for Part {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
