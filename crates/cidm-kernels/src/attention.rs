@@ -2,7 +2,7 @@
 
 use burn::tensor::{backend::Backend, ops::AttentionModuleOptions, DType, Tensor};
 
-use crate::{stats, switch::fused_attention_enabled, Unfused, UnfusedReason};
+use crate::{stats, switch, Unfused, UnfusedReason};
 
 /// Widest head the kernel takes. Each unit of the backward keeps four f32 rows of this
 /// width in registers; Stable Diffusion's widest head is 160.
@@ -44,7 +44,7 @@ pub fn fused_attention<B: Backend>(
             run(q, k, v, scale)
         }
     };
-    stats::record(result.is_ok());
+    stats::ATTENTION.record(result.is_ok());
     if let Err(unfused) = &result {
         tracing::trace!(reason = %unfused.reason, "attention runs unfused");
     }
@@ -59,7 +59,7 @@ fn unsupported<B: Backend>(
     v: &Tensor<B, 4>,
     options: &AttentionModuleOptions,
 ) -> Option<UnfusedReason> {
-    if !fused_attention_enabled() {
+    if !switch::ATTENTION.enabled() {
         return Some(UnfusedReason::Disabled);
     }
     if options.is_causal || options.softcap.is_some() {
@@ -100,7 +100,7 @@ fn run<B: Backend>(
     v: Tensor<B, 4>,
     scale: f32,
 ) -> Result<Tensor<B, 4>, Unfused<B>> {
-    crate::cube::dispatch(q, k, v, scale)
+    crate::cube::fused_attention(q, k, v, scale)
 }
 
 #[cfg(not(feature = "cube"))]

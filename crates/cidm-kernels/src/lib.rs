@@ -10,12 +10,20 @@
 //! and hands the inputs back as [`Unfused`] on any other backend, so the caller runs its
 //! plain attention.
 //!
+//! [`fused_group_norm`] is `torch.nn.GroupNorm` with optional SiLU after it: shifted f32
+//! sums per chunk of each (sample, group) block, the block's statistics, then one pass that
+//! normalises, scales, shifts and activates; its backward is four kernels without atomics.
+//! It dispatches the same way and hands back a [`GroupNormUnfused`] reason where it does not
+//! apply, so the caller runs its plain norm.
+//!
 //! The features `wgpu` and `cuda` compile the kernels for those runtimes; without either,
-//! the crate has no CubeCL dependency and [`fused_attention`] always returns [`Unfused`].
-//! Setting `CIDM_FUSED_ATTENTION=0` forces the plain path ([`SWITCH_VAR`]), and
-//! [`set_fused_attention`] does so from code, at run time.
+//! the crate has no CubeCL dependency and both entry points always decline. Setting
+//! `CIDM_FUSED_ATTENTION=0` ([`SWITCH_VAR`]) or `CIDM_FUSED_GROUP_NORM=0`
+//! ([`GROUP_NORM_SWITCH_VAR`]) forces that plain path, and [`set_fused_attention`] and
+//! [`set_fused_group_norm`] do so from code, at run time.
 
 mod attention;
+mod group_norm;
 mod stats;
 mod switch;
 mod unfused;
@@ -24,6 +32,10 @@ mod unfused;
 mod cube;
 
 pub use attention::{fused_attention, MAX_HEAD_DIM};
-pub use stats::{dispatch_counts, DispatchCounts};
-pub use switch::{fused_attention_enabled, set_fused_attention, SWITCH_VAR};
+pub use group_norm::{fused_group_norm, GroupNormOptions, GroupNormUnfused};
+pub use stats::{dispatch_counts, group_norm_dispatch_counts, DispatchCounts};
+pub use switch::{
+    fused_attention_enabled, fused_group_norm_enabled, set_fused_attention, set_fused_group_norm,
+    GROUP_NORM_SWITCH_VAR, SWITCH_VAR,
+};
 pub use unfused::{Unfused, UnfusedReason};

@@ -1,29 +1,56 @@
-//! Counts of fused and plain attention calls, so a benchmark or a test can confirm which
+//! Counts of fused and plain calls of each kernel, so a benchmark or a test can confirm which
 //! path a model actually took (a silent fallback would look like a slow kernel).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-static FUSED: AtomicU64 = AtomicU64::new(0);
-static UNFUSED: AtomicU64 = AtomicU64::new(0);
-
-/// Calls of [`crate::fused_attention`] since the process started, by outcome.
+/// Calls of one fused operation since the process started, by outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DispatchCounts {
     /// Calls that ran the fused kernel.
     pub fused: u64,
-    /// Calls that returned [`crate::Unfused`].
+    /// Calls that fell back on the plain path.
     pub unfused: u64,
 }
 
-/// The current [`DispatchCounts`] (process-wide, monotonic).
-pub fn dispatch_counts() -> DispatchCounts {
-    DispatchCounts {
-        fused: FUSED.load(Ordering::Relaxed),
-        unfused: UNFUSED.load(Ordering::Relaxed),
+/// A kernel's process-wide, monotonic call counts.
+pub(crate) struct Counter {
+    fused: AtomicU64,
+    unfused: AtomicU64,
+}
+
+impl Counter {
+    const fn new() -> Self {
+        Self {
+            fused: AtomicU64::new(0),
+            unfused: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn record(&self, fused: bool) {
+        let counter = if fused { &self.fused } else { &self.unfused };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn counts(&self) -> DispatchCounts {
+        DispatchCounts {
+            fused: self.fused.load(Ordering::Relaxed),
+            unfused: self.unfused.load(Ordering::Relaxed),
+        }
     }
 }
 
-pub(crate) fn record(fused: bool) {
-    let counter = if fused { &FUSED } else { &UNFUSED };
-    counter.fetch_add(1, Ordering::Relaxed);
+/// Calls of [`crate::fused_attention`].
+pub(crate) static ATTENTION: Counter = Counter::new();
+/// Calls of [`crate::fused_group_norm`].
+pub(crate) static GROUP_NORM: Counter = Counter::new();
+
+/// The current [`DispatchCounts`] of [`crate::fused_attention`] (`unfused`: calls that
+/// returned [`crate::Unfused`]).
+pub fn dispatch_counts() -> DispatchCounts {
+    ATTENTION.counts()
+}
+
+/// The current [`DispatchCounts`] of [`crate::fused_group_norm`].
+pub fn group_norm_dispatch_counts() -> DispatchCounts {
+    GROUP_NORM.counts()
 }

@@ -1,4 +1,4 @@
-//! The run-time switch of the fused kernels, so one build can time and check both paths.
+//! The run-time switches of the fused kernels, so one build can time and check both paths.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
@@ -8,19 +8,62 @@ use std::sync::OnceLock;
 /// [`set_fused_attention`] overrides it from then on.
 pub const SWITCH_VAR: &str = "CIDM_FUSED_ATTENTION";
 
-/// [`OVERRIDE`]'s states: follow [`SWITCH_VAR`], forced on, forced off.
+/// Environment variable that turns the fused group norm off, read like [`SWITCH_VAR`];
+/// [`set_fused_group_norm`] overrides it.
+pub const GROUP_NORM_SWITCH_VAR: &str = "CIDM_FUSED_GROUP_NORM";
+
+/// [`Switch::state`]'s values: follow the variable, forced on, forced off.
 const FOLLOW_ENV: u8 = 0;
 const FORCED_ON: u8 = 1;
 const FORCED_OFF: u8 = 2;
 
-/// The process-wide override set by [`set_fused_attention`].
-static OVERRIDE: AtomicU8 = AtomicU8::new(FOLLOW_ENV);
+/// One kernel's switch: an environment variable, read once (kernels run hundreds of times
+/// per UNet step, and the environment does not change under a running program), and the
+/// process-wide override set from code.
+pub(crate) struct Switch {
+    var: &'static str,
+    state: AtomicU8,
+    env: OnceLock<bool>,
+}
+
+impl Switch {
+    const fn new(var: &'static str) -> Self {
+        Self {
+            var,
+            state: AtomicU8::new(FOLLOW_ENV),
+            env: OnceLock::new(),
+        }
+    }
+
+    /// The override if one is set, else the variable.
+    pub(crate) fn enabled(&self) -> bool {
+        resolve(self.state.load(Ordering::Relaxed), || {
+            *self
+                .env
+                .get_or_init(|| enabled_by(std::env::var(self.var).ok().as_deref()))
+        })
+    }
+
+    fn set(&self, enabled: Option<bool>) {
+        let state = match enabled {
+            None => FOLLOW_ENV,
+            Some(true) => FORCED_ON,
+            Some(false) => FORCED_OFF,
+        };
+        self.state.store(state, Ordering::Relaxed);
+    }
+}
+
+/// The switch of [`crate::fused_attention`].
+pub(crate) static ATTENTION: Switch = Switch::new(SWITCH_VAR);
+/// The switch of [`crate::fused_group_norm`].
+pub(crate) static GROUP_NORM: Switch = Switch::new(GROUP_NORM_SWITCH_VAR);
 
 /// Whether [`crate::fused_attention`] may use the fused kernel: the override of
 /// [`set_fused_attention`] if one is set, else [`SWITCH_VAR`]. "May": the kernel still only
 /// runs on the backends, shapes and dtypes it supports.
 pub fn fused_attention_enabled() -> bool {
-    resolve(OVERRIDE.load(Ordering::Relaxed), env_setting)
+    ATTENTION.enabled()
 }
 
 /// Overrides [`SWITCH_VAR`] for the whole process: `Some(false)` forces the plain path,
@@ -28,12 +71,19 @@ pub fn fused_attention_enabled() -> bool {
 /// Calls already running are not affected. The GPU benchmark uses it to time and check the
 /// fused and the plain attention side by side in one run.
 pub fn set_fused_attention(enabled: Option<bool>) {
-    let state = match enabled {
-        None => FOLLOW_ENV,
-        Some(true) => FORCED_ON,
-        Some(false) => FORCED_OFF,
-    };
-    OVERRIDE.store(state, Ordering::Relaxed);
+    ATTENTION.set(enabled);
+}
+
+/// Whether [`crate::fused_group_norm`] may use the fused kernels, as
+/// [`fused_attention_enabled`] says for the attention.
+pub fn fused_group_norm_enabled() -> bool {
+    GROUP_NORM.enabled()
+}
+
+/// Overrides [`GROUP_NORM_SWITCH_VAR`] for the whole process, as [`set_fused_attention`]
+/// does [`SWITCH_VAR`].
+pub fn set_fused_group_norm(enabled: Option<bool>) {
+    GROUP_NORM.set(enabled);
 }
 
 /// The switch from an override state and the variable's setting (asked only when needed).
@@ -43,13 +93,6 @@ fn resolve(state: u8, env: impl FnOnce() -> bool) -> bool {
         FORCED_OFF => false,
         _ => env(),
     }
-}
-
-/// [`SWITCH_VAR`]'s setting, read once: attention runs hundreds of times per UNet step, and
-/// the environment does not change under a running program.
-fn env_setting() -> bool {
-    static SETTING: OnceLock<bool> = OnceLock::new();
-    *SETTING.get_or_init(|| enabled_by(std::env::var(SWITCH_VAR).ok().as_deref()))
 }
 
 fn enabled_by(value: Option<&str>) -> bool {
@@ -64,7 +107,7 @@ fn enabled_by(value: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{enabled_by, resolve, FOLLOW_ENV, FORCED_OFF, FORCED_ON};
+    use super::{enabled_by, resolve, Switch, FOLLOW_ENV, FORCED_OFF, FORCED_ON};
 
     /// Unset and unrelated values keep the kernel on; the four "off" spellings turn it off.
     #[test]
@@ -89,5 +132,18 @@ mod tests {
         assert!(!resolve(FORCED_OFF, unread));
         assert!(resolve(FOLLOW_ENV, || true));
         assert!(!resolve(FOLLOW_ENV, || false));
+    }
+
+    /// Each switch has its own override: setting one leaves another as its variable says
+    /// (here an unset variable: on), and `None` returns to the variable.
+    #[test]
+    fn switches_are_independent() {
+        let first = Switch::new("CIDM_TEST_SWITCH_THAT_IS_NEVER_SET_A");
+        let second = Switch::new("CIDM_TEST_SWITCH_THAT_IS_NEVER_SET_B");
+        first.set(Some(false));
+        assert!(!first.enabled());
+        assert!(second.enabled());
+        first.set(None);
+        assert!(first.enabled());
     }
 }

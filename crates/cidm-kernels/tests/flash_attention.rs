@@ -8,8 +8,12 @@
 //! reference value.
 #![cfg(feature = "wgpu")]
 
-use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
-use burn::backend::{Autodiff, Flex, Wgpu};
+mod common;
+
+use common::{assert_close, to_vec, values, Gpu, GpuPlain, TOL_F32};
+
+use burn::backend::wgpu::WgpuDevice;
+use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -17,52 +21,11 @@ use burn::tensor::{DType, Tensor, TensorData};
 use cidm_diffusion::nn::attention_upcast;
 use cidm_kernels::{dispatch_counts, fused_attention, UnfusedReason};
 
-/// The wgpu backend as burn's `Wgpu` alias builds it here: under burn-fusion.
-type Gpu = Wgpu;
-/// burn-cubecl's wgpu backend without fusion.
-type GpuPlain = CubeBackend<WgpuRuntime, f32, i32, u32>;
-
 const BATCH: usize = 2;
 const HEADS: usize = 3;
-const TOL_F32: f32 = 1e-4;
-
-/// Deterministic values in [-2, 2): scores of a spread that makes the softmax neither
-/// uniform nor one-hot (xorshift, so no dependency on a random crate's stream).
-fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
-}
 
 fn tensor<B: Backend>(data: &[f32], shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
     Tensor::from_data(TensorData::new(data.to_vec(), shape), device)
-}
-
-fn to_vec<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
-    tensor
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("f32 data")
-}
-
-/// `|got - want| <= tol * max(1, max |want|)` element by element.
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let magnitude = want.iter().fold(1.0f32, |m, w| m.max(w.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= tol * magnitude,
-            "{what}[{i}]: got {g}, want {w} (tolerance {})",
-            tol * magnitude
-        );
-    }
 }
 
 /// Inputs of one case: q, k, v and the weights `w` of the loss `sum(out * w)`, whose

@@ -14,70 +14,74 @@ use burn_cubecl::CubeBackend;
 use burn_fusion::Fusion;
 use half::{bf16, f16};
 
-use super::{autodiff, ops::FlashOps};
-use crate::{Unfused, UnfusedReason};
+use super::attention::FlashOps;
+use super::group_norm::GroupNormOps;
 
-/// The fused forward on `B` (shapes and dtypes already checked by the caller).
-pub(crate) fn dispatch<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    scale: f32,
-) -> Result<Tensor<B, 4>, Unfused<B>> {
-    let dtypes = (q.dtype(), k.dtype(), v.dtype());
-    match (q.into_primitive(), k.into_primitive(), v.into_primitive()) {
-        (TensorPrimitive::Float(q), TensorPrimitive::Float(k), TensorPrimitive::Float(v)) => {
-            let tensors = [q, k, v];
-            match dispatch_primitives::<B>(&tensors, scale) {
-                Ok(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(out))),
-                Err(reason) => {
-                    let [q, k, v] =
-                        tensors.map(|t| Tensor::from_primitive(TensorPrimitive::Float(t)));
-                    Err(Unfused { q, k, v, reason })
-                }
-            }
-        }
-        // Quantized tensors: the caller's dtype check normally keeps them from coming here.
-        (q, k, v) => Err(Unfused {
-            q: Tensor::from_primitive(q),
-            k: Tensor::from_primitive(k),
-            v: Tensor::from_primitive(v),
-            reason: UnfusedReason::DType {
-                q: dtypes.0,
-                k: dtypes.1,
-                v: dtypes.2,
-            },
-        }),
+/// The backends the kernels run on: every kernel's operations, implemented for burn-cubecl's
+/// `CubeBackend` and for `Fusion` over it.
+pub(crate) trait CubeOps: FlashOps + GroupNormOps {}
+
+impl<X: FlashOps + GroupNormOps> CubeOps for X {}
+
+/// One fused operation with `N` float inputs and one float output, as run on a concrete
+/// backend with and without autodiff; [`dispatch`] finds the backend.
+pub(crate) trait CubeKernel<const N: usize> {
+    /// The operation's scalar settings.
+    type Params: Copy;
+    /// Why a concrete backend's device cannot run it.
+    type Error;
+
+    /// The operation on a backend without autodiff.
+    fn plain<X: CubeOps>(
+        inputs: [FloatTensor<X>; N],
+        params: Self::Params,
+    ) -> Result<FloatTensor<X>, Self::Error>;
+
+    /// The operation as one node of `Autodiff<X>`'s graph, its backward fused too.
+    fn autodiff<X: CubeOps>(
+        inputs: [FloatTensor<Autodiff<X>>; N],
+        params: Self::Params,
+    ) -> Result<FloatTensor<Autodiff<X>>, Self::Error>;
+}
+
+/// The float primitive of `tensor`; `None` for a quantized tensor, which no kernel takes.
+pub(crate) fn float_primitive<B: Backend, const D: usize>(
+    tensor: Tensor<B, D>,
+) -> Option<FloatTensor<B>> {
+    match tensor.into_primitive() {
+        TensorPrimitive::Float(primitive) => Some(primitive),
+        TensorPrimitive::QFloat(_) => None,
     }
 }
 
-/// A signature shared by [`run_plain`] and [`run_autodiff`].
-type Runner<X> = fn([FloatTensor<X>; 3], f32) -> Result<FloatTensor<X>, UnfusedReason>;
-
-/// Tries every candidate backend in turn; `Err(Backend)` when `B` is none of them.
-fn dispatch_primitives<B: Backend>(
-    tensors: &[FloatTensor<B>; 3],
-    scale: f32,
-) -> Result<FloatTensor<B>, UnfusedReason> {
+/// `K` on `B`: `None` when `B` is none of the candidate backends, else the kernel's result
+/// (an error when the device cannot run it). The inputs stay the caller's: the kernel gets
+/// clones of them (reference-counted handles), so the caller can fall back on its plain path.
+pub(crate) fn dispatch<B: Backend, K: CubeKernel<N>, const N: usize>(
+    inputs: &[FloatTensor<B>; N],
+    params: K::Params,
+) -> Option<Result<FloatTensor<B>, K::Error>> {
     macro_rules! try_backend {
         ($backend:ty, $runner:expr) => {
-            if let Some(result) = try_on::<B, $backend>(tensors, scale, $runner) {
-                return result;
+            if let Some(result) =
+                try_on::<B, $backend, N, K::Params, K::Error>(inputs, params, $runner)
+            {
+                return Some(result);
             }
         };
     }
     macro_rules! candidates {
         (@autodiff $plain:ident, $float:ty) => {
-            try_backend!(Autodiff<$plain<$float>>, run_autodiff::<$plain<$float>>);
+            try_backend!(Autodiff<$plain<$float>>, K::autodiff::<$plain<$float>>);
             try_backend!(
                 Autodiff<Fusion<$plain<$float>>>,
-                run_autodiff::<Fusion<$plain<$float>>>
+                K::autodiff::<Fusion<$plain<$float>>>
             );
         };
         ($runtime:ty, $bool:ty) => {
             type Plain<F> = CubeBackend<$runtime, F, i32, $bool>;
-            try_backend!(Plain<f32>, run_plain::<Plain<f32>>);
-            try_backend!(Fusion<Plain<f32>>, run_plain::<Fusion<Plain<f32>>>);
+            try_backend!(Plain<f32>, K::plain::<Plain<f32>>);
+            try_backend!(Fusion<Plain<f32>>, K::plain::<Fusion<Plain<f32>>>);
             candidates!(@autodiff Plain, f32);
             candidates!(@autodiff Plain, f16);
             candidates!(@autodiff Plain, bf16);
@@ -92,57 +96,33 @@ fn dispatch_primitives<B: Backend>(
     {
         candidates!(cubecl::cuda::CudaRuntime, u8);
     }
-    Err(UnfusedReason::Backend)
+    None
 }
 
-/// `None` when `B`'s float tensors are not `X`'s; else the result of `run` on them, cast
-/// back to `B`'s type. The inputs are cloned (reference-counted handles), not moved, so
-/// that they remain the caller's when the kernel does not apply.
-fn try_on<B: Backend, X: Backend>(
-    tensors: &[FloatTensor<B>; 3],
-    scale: f32,
-    run: Runner<X>,
-) -> Option<Result<FloatTensor<B>, UnfusedReason>> {
-    let [q, k, v] = tensors
-        .each_ref()
-        .map(|t| (t as &dyn Any).downcast_ref::<FloatTensor<X>>().cloned());
-    let (Some(q), Some(k), Some(v)) = (q, k, v) else {
-        return None;
-    };
-    Some(run([q, k, v], scale).and_then(|out| {
-        let out: Box<dyn Any> = Box::new(out);
-        out.downcast::<FloatTensor<B>>()
-            .map(|out| *out)
-            .map_err(|_| UnfusedReason::Backend)
-    }))
-}
+/// A kernel on a concrete backend `X`, as [`CubeKernel::plain`] or [`CubeKernel::autodiff`].
+type Runner<X, const N: usize, P, E> = fn([FloatTensor<X>; N], P) -> Result<FloatTensor<X>, E>;
 
-/// Whether the device of `q` can run the kernel on these tensors.
-fn check_device<X: FlashOps>(q: &FloatTensor<X>) -> Result<(), UnfusedReason> {
-    use burn::tensor::TensorMetadata;
-    let dtype = q.dtype();
-    let head_dim = q.shape()[3];
-    if X::flash_supported(&X::float_device(q), dtype, head_dim) {
-        Ok(())
-    } else {
-        Err(UnfusedReason::Device { dtype, head_dim })
+/// `None` when `B`'s float tensors are not `X`'s; else the result of `run` on clones of them,
+/// cast back to `B`'s type.
+fn try_on<B: Backend, X: Backend, const N: usize, P, E>(
+    inputs: &[FloatTensor<B>; N],
+    params: P,
+    run: Runner<X, N, P, E>,
+) -> Option<Result<FloatTensor<B>, E>> {
+    let mut cast = Vec::with_capacity(N);
+    for input in inputs {
+        cast.push(
+            (input as &dyn Any)
+                .downcast_ref::<FloatTensor<X>>()?
+                .clone(),
+        );
     }
-}
-
-/// The forward on a backend without autodiff (the logsumexp is dropped).
-fn run_plain<X: FlashOps>(
-    [q, k, v]: [FloatTensor<X>; 3],
-    scale: f32,
-) -> Result<FloatTensor<X>, UnfusedReason> {
-    check_device::<X>(&q)?;
-    Ok(X::flash_forward(q, k, v, scale).0)
-}
-
-/// The forward on `Autodiff<X>`, with the fused backward as the node's gradient.
-fn run_autodiff<X: FlashOps>(
-    [q, k, v]: [FloatTensor<Autodiff<X>>; 3],
-    scale: f32,
-) -> Result<FloatTensor<Autodiff<X>>, UnfusedReason> {
-    check_device::<X>(&q.primitive)?;
-    Ok(autodiff::forward::<X>(q, k, v, scale))
+    let cast: [FloatTensor<X>; N] = cast.try_into().ok()?;
+    match run(cast, params) {
+        Ok(out) => {
+            let out: Box<dyn Any> = Box::new(out);
+            out.downcast::<FloatTensor<B>>().ok().map(|out| Ok(*out))
+        }
+        Err(error) => Some(Err(error)),
+    }
 }

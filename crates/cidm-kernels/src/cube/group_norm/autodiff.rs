@@ -1,0 +1,88 @@
+//! The fused group norm as one node of burn's autodiff graph, so that its gradient comes from
+//! the fused backward kernels rather than from differentiating the plain norm's many ops.
+//! The node keeps x, the affine weights and the f32 statistics (two values per block); the
+//! plain norm keeps its centred and normalised copies of x as well.
+
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+    Autodiff,
+};
+use burn::tensor::{backend::Backend, ops::FloatTensor};
+
+use super::{ops::GroupNormOps, GroupNormParams};
+
+/// What the backward needs: the inputs and the statistics, on the inner backend.
+#[derive(Clone, Debug)]
+struct SavedForward<B: Backend> {
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    mean: FloatTensor<B>,
+    rstd: FloatTensor<B>,
+    params: GroupNormParams,
+}
+
+#[derive(Debug)]
+struct GroupNormBackward;
+
+impl<B: GroupNormOps> Backward<B, 3> for GroupNormBackward {
+    type State = SavedForward<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad_out = grads.consume::<B>(&ops.node);
+        let saved = ops.state;
+        let (grad_x, grad_gamma, grad_beta) = B::group_norm_backward(
+            saved.x,
+            saved.gamma,
+            saved.beta,
+            saved.mean,
+            saved.rstd,
+            grad_out,
+            saved.params,
+        );
+        let [x, gamma, beta] = ops.parents;
+        for (parent, grad) in [(x, grad_x), (gamma, grad_gamma), (beta, grad_beta)] {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// Forward on `Autodiff<B>`: runs the fused forward on the inner tensors and, when any input
+/// needs a gradient, records a node whose backward is the fused backward. The checkpoint
+/// strategy is irrelevant here: everything the backward needs is saved.
+pub(crate) fn forward<B: GroupNormOps>(
+    x: FloatTensor<Autodiff<B>>,
+    gamma: FloatTensor<Autodiff<B>>,
+    beta: FloatTensor<Autodiff<B>>,
+    params: GroupNormParams,
+) -> FloatTensor<Autodiff<B>> {
+    let (out, mean, rstd) = B::group_norm_forward(
+        x.primitive.clone(),
+        gamma.primitive.clone(),
+        beta.primitive.clone(),
+        params,
+    );
+    let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
+    match GroupNormBackward
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let saved = SavedForward {
+                x: x.primitive,
+                gamma: gamma.primitive,
+                beta: beta.primitive,
+                mean,
+                rstd,
+                params,
+            };
+            prep.finish(saved, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}

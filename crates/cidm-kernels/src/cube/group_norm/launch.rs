@@ -1,0 +1,248 @@
+//! Host side of the group-norm kernels: layout and launch on burn's `CubeTensor`s.
+
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_cubecl::{
+    kernel::into_contiguous, ops::numeric::empty_device_dtype, tensor::CubeTensor, CubeRuntime,
+};
+use cubecl::{calculate_cube_count_elemwise, prelude::*};
+
+use super::kernel::{
+    group_norm_apply_kernel, group_norm_channel_sums_kernel, group_norm_coefficients_kernel,
+    group_norm_input_grad_kernel, group_norm_param_grads_kernel, group_norm_partial_sums_kernel,
+    group_norm_stats_kernel, REDUCE_UNITS,
+};
+use super::GroupNormParams;
+
+/// Units per cube of the kernels with one unit per value or per channel.
+const ELEMENT_UNITS: u32 = 256;
+/// Values one cube of the statistics adds up, 32 per unit: SD 1.5's groups of 40960 and
+/// 81920 values split into 5 and 10 chunks, 320 cubes in all at batch 2 and batch 1.
+const STATS_CHUNK: usize = 32 * REDUCE_UNITS;
+/// Most chunks per block: a grid dimension (blocks of over `65535 * STATS_CHUNK` values get
+/// longer chunks).
+const MAX_SPLITS: usize = 65_535;
+
+/// `[batch, channels, spatial]` of x, and the values per (sample, group) block.
+struct Layout {
+    batch: usize,
+    channels: usize,
+    spatial: usize,
+    groups: usize,
+}
+
+impl Layout {
+    fn of<R: CubeRuntime>(x: &CubeTensor<R>, groups: usize) -> Self {
+        let [batch, channels, spatial] = x.shape().dims::<3>();
+        Self {
+            batch,
+            channels,
+            spatial,
+            groups,
+        }
+    }
+
+    fn channels_per_group(&self) -> usize {
+        self.channels / self.groups
+    }
+
+    fn group_len(&self) -> usize {
+        self.channels_per_group() * self.spatial
+    }
+
+    fn blocks(&self) -> usize {
+        self.batch * self.groups
+    }
+}
+
+/// One unit per element of a tensor of `len` values.
+fn elementwise<R: CubeRuntime>(client: &ComputeClient<R>, len: usize) -> (CubeCount, CubeDim) {
+    let dim = CubeDim::new_1d(ELEMENT_UNITS);
+    (calculate_cube_count_elemwise(client, len, dim), dim)
+}
+
+/// Whether the device can run the kernels on tensors of `dtype`.
+pub(crate) fn device_supports<R: CubeRuntime>(device: &R::Device, dtype: DType) -> bool {
+    R::client(device)
+        .properties()
+        .supports_type(StorageType::from(dtype))
+}
+
+/// Forward pass on x `[batch, channels, spatial]`: `(out, mean, rstd)`, the output in x's
+/// dtype and shape, the statistics f32 `[batch, groups]`.
+pub(crate) fn forward<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    gamma: CubeTensor<R>,
+    beta: CubeTensor<R>,
+    params: GroupNormParams,
+) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
+    let (x, gamma, beta) = (
+        into_contiguous(x),
+        into_contiguous(gamma),
+        into_contiguous(beta),
+    );
+    let layout = Layout::of(&x, params.groups);
+    let client = x.client.clone();
+    let device = x.device.clone();
+    let dtype = x.dtype;
+    let empty = |shape: Shape, dtype: DType| {
+        empty_device_dtype(client.clone(), device.clone(), shape, dtype)
+    };
+    let out = empty(x.shape(), dtype);
+    let stats_shape = Shape::new([layout.batch, layout.groups]);
+    let mean = empty(stats_shape.clone(), DType::F32);
+    let rstd = empty(stats_shape, DType::F32);
+    let group_len = layout.group_len();
+
+    let chunk = STATS_CHUNK.max(group_len.div_ceil(MAX_SPLITS));
+    let splits = group_len.div_ceil(chunk);
+    let partials = empty(Shape::new([layout.blocks(), splits, 2]), DType::F32);
+    group_norm_partial_sums_kernel::launch::<R>(
+        &client,
+        CubeCount::Static(splits as u32, layout.groups as u32, layout.batch as u32),
+        CubeDim::new_1d(REDUCE_UNITS as u32),
+        x.clone().into_tensor_arg(),
+        partials.clone().into_tensor_arg(),
+        group_len as u32,
+        chunk as u32,
+        REDUCE_UNITS,
+        dtype.into(),
+    );
+    let (count, dim) = elementwise(&client, layout.blocks());
+    group_norm_stats_kernel::launch::<R>(
+        &client,
+        count,
+        dim,
+        x.clone().into_tensor_arg(),
+        partials.into_tensor_arg(),
+        mean.clone().into_tensor_arg(),
+        rstd.clone().into_tensor_arg(),
+        group_len as u32,
+        splits as u32,
+        1.0 / group_len as f32,
+        params.epsilon,
+        dtype.into(),
+    );
+    let (count, dim) = elementwise(&client, out.shape().num_elements());
+    group_norm_apply_kernel::launch::<R>(
+        &client,
+        count,
+        dim,
+        x.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        beta.into_tensor_arg(),
+        mean.clone().into_tensor_arg(),
+        rstd.clone().into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        layout.spatial as u32,
+        layout.channels as u32,
+        group_len as u32,
+        params.silu,
+        dtype.into(),
+    );
+    (out, mean, rstd)
+}
+
+/// Backward pass from the forward's inputs and statistics and the output's gradient:
+/// `(dx, dgamma, dbeta)` in the inputs' dtype.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    gamma: CubeTensor<R>,
+    beta: CubeTensor<R>,
+    mean: CubeTensor<R>,
+    rstd: CubeTensor<R>,
+    grad_out: CubeTensor<R>,
+    params: GroupNormParams,
+) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
+    let (x, gamma, beta) = (
+        into_contiguous(x),
+        into_contiguous(gamma),
+        into_contiguous(beta),
+    );
+    let (mean, rstd, grad_out) = (
+        into_contiguous(mean),
+        into_contiguous(rstd),
+        into_contiguous(grad_out),
+    );
+    let layout = Layout::of(&x, params.groups);
+    let client = x.client.clone();
+    let device = x.device.clone();
+    let dtype = x.dtype;
+    let empty = |shape: Shape, dtype: DType| {
+        empty_device_dtype(client.clone(), device.clone(), shape, dtype)
+    };
+    let rows = Shape::new([layout.batch, layout.channels]);
+    let sum_dy = empty(rows.clone(), DType::F32);
+    let sum_dy_xhat = empty(rows, DType::F32);
+    let coefficients = empty(Shape::new([layout.blocks(), 2]), DType::F32);
+    let grad_x = empty(x.shape(), dtype);
+    let grad_gamma = empty(gamma.shape(), dtype);
+    let grad_beta = empty(beta.shape(), dtype);
+    let cpg = layout.channels_per_group() as u32;
+    let group_len = layout.group_len();
+
+    group_norm_channel_sums_kernel::launch::<R>(
+        &client,
+        CubeCount::Static(layout.channels as u32, layout.batch as u32, 1),
+        CubeDim::new_1d(REDUCE_UNITS as u32),
+        x.clone().into_tensor_arg(),
+        gamma.clone().into_tensor_arg(),
+        beta.clone().into_tensor_arg(),
+        mean.clone().into_tensor_arg(),
+        rstd.clone().into_tensor_arg(),
+        grad_out.clone().into_tensor_arg(),
+        sum_dy.clone().into_tensor_arg(),
+        sum_dy_xhat.clone().into_tensor_arg(),
+        layout.spatial as u32,
+        cpg,
+        REDUCE_UNITS,
+        params.silu,
+        dtype.into(),
+    );
+    let (count, dim) = elementwise(&client, layout.blocks());
+    group_norm_coefficients_kernel::launch::<R>(
+        &client,
+        count,
+        dim,
+        gamma.clone().into_tensor_arg(),
+        sum_dy.clone().into_tensor_arg(),
+        sum_dy_xhat.clone().into_tensor_arg(),
+        coefficients.clone().into_tensor_arg(),
+        layout.groups as u32,
+        cpg,
+        1.0 / group_len as f32,
+        dtype.into(),
+    );
+    let (count, dim) = elementwise(&client, grad_x.shape().num_elements());
+    group_norm_input_grad_kernel::launch::<R>(
+        &client,
+        count,
+        dim,
+        x.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        beta.into_tensor_arg(),
+        mean.into_tensor_arg(),
+        rstd.into_tensor_arg(),
+        grad_out.into_tensor_arg(),
+        coefficients.into_tensor_arg(),
+        grad_x.clone().into_tensor_arg(),
+        layout.spatial as u32,
+        layout.channels as u32,
+        group_len as u32,
+        params.silu,
+        dtype.into(),
+    );
+    let (count, dim) = elementwise(&client, layout.channels);
+    group_norm_param_grads_kernel::launch::<R>(
+        &client,
+        count,
+        dim,
+        sum_dy.into_tensor_arg(),
+        sum_dy_xhat.into_tensor_arg(),
+        grad_gamma.clone().into_tensor_arg(),
+        grad_beta.clone().into_tensor_arg(),
+        layout.batch as u32,
+        dtype.into(),
+    );
+    (grad_x, grad_gamma, grad_beta)
+}

@@ -1,0 +1,89 @@
+//! The group-norm kernels and their burn integration.
+
+mod autodiff;
+mod kernel;
+mod launch;
+mod ops;
+
+use burn::backend::Autodiff;
+use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorMetadata, TensorPrimitive};
+
+pub(crate) use ops::GroupNormOps;
+
+use super::dispatch::{dispatch, float_primitive, CubeKernel, CubeOps};
+use crate::{GroupNormOptions, GroupNormUnfused};
+
+/// The settings the kernels take (the epsilon as the f32 they add).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupNormParams {
+    pub(crate) groups: usize,
+    pub(crate) epsilon: f32,
+    pub(crate) silu: bool,
+}
+
+/// The fused norm on `B`: x `[batch, channels, spatial]` (shapes and dtypes already checked
+/// by the caller).
+pub(crate) fn fused<B: Backend>(
+    x: Tensor<B, 3>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    options: GroupNormOptions,
+) -> Result<Tensor<B, 3>, GroupNormUnfused> {
+    let dtypes = GroupNormUnfused::DType {
+        x: x.dtype(),
+        gamma: gamma.dtype(),
+        beta: beta.dtype(),
+    };
+    let params = GroupNormParams {
+        groups: options.groups,
+        epsilon: options.epsilon as f32,
+        silu: options.silu,
+    };
+    // Quantized tensors: the caller's dtype check normally keeps them from coming here.
+    let (Some(x), Some(gamma), Some(beta)) = (
+        float_primitive(x),
+        float_primitive(gamma),
+        float_primitive(beta),
+    ) else {
+        return Err(dtypes);
+    };
+    dispatch::<B, FusedGroupNorm, 3>(&[x, gamma, beta], params)
+        .unwrap_or(Err(GroupNormUnfused::Backend))
+        .map(|out| Tensor::from_primitive(TensorPrimitive::Float(out)))
+}
+
+/// The group norm as a [`CubeKernel`]: inputs `[x, gamma, beta]`.
+struct FusedGroupNorm;
+
+impl CubeKernel<3> for FusedGroupNorm {
+    type Params = GroupNormParams;
+    type Error = GroupNormUnfused;
+
+    /// The forward on a backend without autodiff (the statistics are dropped).
+    fn plain<X: CubeOps>(
+        [x, gamma, beta]: [FloatTensor<X>; 3],
+        params: GroupNormParams,
+    ) -> Result<FloatTensor<X>, GroupNormUnfused> {
+        check_device::<X>(&x)?;
+        Ok(X::group_norm_forward(x, gamma, beta, params).0)
+    }
+
+    /// The forward on `Autodiff<X>`, with the fused backward as the node's gradient.
+    fn autodiff<X: CubeOps>(
+        [x, gamma, beta]: [FloatTensor<Autodiff<X>>; 3],
+        params: GroupNormParams,
+    ) -> Result<FloatTensor<Autodiff<X>>, GroupNormUnfused> {
+        check_device::<X>(&x.primitive)?;
+        Ok(autodiff::forward::<X>(x, gamma, beta, params))
+    }
+}
+
+/// Whether the device of `x` can run the kernels on its dtype.
+fn check_device<X: GroupNormOps>(x: &FloatTensor<X>) -> Result<(), GroupNormUnfused> {
+    let dtype = x.dtype();
+    if X::group_norm_supported(&X::float_device(x), dtype) {
+        Ok(())
+    } else {
+        Err(GroupNormUnfused::Device { dtype })
+    }
+}

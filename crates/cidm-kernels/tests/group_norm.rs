@@ -1,0 +1,353 @@
+//! The fused group norm (and group norm + SiLU) on wgpu (on CI: Mesa's lavapipe, a Vulkan
+//! driver on the CPU) against the plain norm of `cidm-diffusion` on the Flex CPU backend,
+//! whose ops are checked against diffusers by the core's golden tests: the output and the
+//! gradients of x, gamma and beta. Shapes: Stable Diffusion's 32 groups at 64 and 320
+//! channels (2 and 10 channels per group), odd sizes that fill no cube evenly, one group,
+//! one channel per group, a rank-3 and a rank-2 input (one value per channel), and inputs
+//! with a mean of 1000 (the variance must not lose its digits). Both sides compute in f32
+//! and sum in different orders, so they agree to rounding: 1e-4 relative to the largest
+//! reference value.
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use common::{assert_close, to_vec, values, Gpu, GpuPlain, TOL_F32};
+
+use burn::backend::wgpu::WgpuDevice;
+use burn::backend::{Autodiff, Flex};
+use burn::module::Param;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData};
+use cidm_diffusion::nn::GroupNorm;
+use cidm_kernels::{
+    fused_group_norm, group_norm_dispatch_counts, GroupNormOptions, GroupNormUnfused,
+};
+
+const EPS: f64 = 1e-5;
+
+/// Inputs of one case: x (times `spread`, plus `offset`), the affine weights (scale around
+/// 1, shift around 0) and the weights `w` of the loss `sum(out * w)`, whose gradient with
+/// respect to the output is `w`.
+struct Case<const D: usize> {
+    shape: [usize; D],
+    groups: usize,
+    silu: bool,
+    x: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    w: Vec<f32>,
+}
+
+impl<const D: usize> Case<D> {
+    fn new(shape: [usize; D], groups: usize, silu: bool, offset: f32) -> Self {
+        let len = shape.iter().product();
+        let channels = shape[1];
+        let seed = shape.iter().fold(groups as u64, |s, &d| s * 31 + d as u64);
+        Self {
+            shape,
+            groups,
+            silu,
+            x: values(seed, len).iter().map(|v| v + offset).collect(),
+            gamma: values(seed + 1, channels)
+                .iter()
+                .map(|v| 1.0 + v / 4.0)
+                .collect(),
+            beta: values(seed + 2, channels).iter().map(|v| v / 4.0).collect(),
+            w: values(seed + 3, len),
+        }
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "x {:?} groups {} silu {}",
+            self.shape, self.groups, self.silu
+        )
+    }
+
+    /// Output and gradients of x, gamma, beta through `norm` on `Autodiff<B>`.
+    fn run<B: Backend>(
+        &self,
+        device: &B::Device,
+        dtype: DType,
+        norm: impl FnOnce(
+            Tensor<Autodiff<B>, D>,
+            Tensor<Autodiff<B>, 1>,
+            Tensor<Autodiff<B>, 1>,
+        ) -> Tensor<Autodiff<B>, D>,
+    ) -> [Vec<f32>; 4] {
+        let channels = [self.shape[1]];
+        let tensor = |data: &[f32], shape| {
+            Tensor::<Autodiff<B>, D>::from_data(TensorData::new(data.to_vec(), shape), device)
+                .cast(dtype)
+        };
+        let weight = |data: &[f32]| {
+            Tensor::<Autodiff<B>, 1>::from_data(TensorData::new(data.to_vec(), channels), device)
+                .cast(dtype)
+                .require_grad()
+        };
+        let x = tensor(&self.x, self.shape).require_grad();
+        let (gamma, beta) = (weight(&self.gamma), weight(&self.beta));
+        let out = norm(x.clone(), gamma.clone(), beta.clone());
+        let grads = (out.clone() * tensor(&self.w, self.shape))
+            .cast(DType::F32)
+            .sum()
+            .backward();
+        [
+            to_vec(out),
+            to_vec(x.grad(&grads).expect("gradient of x")),
+            to_vec(gamma.grad(&grads).expect("gradient of gamma")),
+            to_vec(beta.grad(&grads).expect("gradient of beta")),
+        ]
+    }
+
+    /// The reference: the core's plain group norm on Flex, f32.
+    fn reference(&self) -> [Vec<f32>; 4] {
+        self.run::<Flex>(&Default::default(), DType::F32, |x, gamma, beta| {
+            core_norm(x, gamma, beta, self.groups, self.silu)
+        })
+    }
+
+    fn options(&self) -> GroupNormOptions {
+        GroupNormOptions {
+            groups: self.groups,
+            epsilon: EPS,
+            silu: self.silu,
+        }
+    }
+
+    /// The fused kernels on `B` (which must take them) against the reference.
+    fn check<B: Backend>(&self, device: &B::Device) {
+        let want = self.reference();
+        let got = self.run::<B>(device, DType::F32, |x, gamma, beta| {
+            fused_group_norm(&x, &gamma, &beta, self.options())
+                .unwrap_or_else(|reason| panic!("the fused kernels did not run: {reason}"))
+        });
+        for (name, (g, w)) in NAMES.iter().zip(got.iter().zip(&want)) {
+            assert_close(&format!("{name} {}", self.name()), g, w, TOL_F32);
+        }
+    }
+}
+
+const NAMES: [&str; 4] = ["output", "dx", "dgamma", "dbeta"];
+
+/// `cidm_diffusion::nn::GroupNorm` with these weights, then SiLU when `silu`.
+fn core_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    groups: usize,
+    silu: bool,
+) -> Tensor<B, D> {
+    let norm = GroupNorm {
+        gamma: Param::from_tensor(gamma),
+        beta: Param::from_tensor(beta),
+        num_groups: groups,
+        epsilon: EPS,
+    };
+    if silu {
+        norm.forward_silu(x)
+    } else {
+        norm.forward(x)
+    }
+}
+
+/// Output and all three gradients through `Autodiff<Wgpu>` (the fused forward and backward
+/// kernels under burn-fusion), with and without SiLU, for 4-D shapes; `[2, 64, 48, 48]` in
+/// 8 groups has 18432 values per group, statistics in three chunks, the last one short.
+#[test]
+fn forward_and_gradients_match_the_plain_norm() {
+    let device = WgpuDevice::default();
+    let shapes = [
+        ([2, 64, 8, 8], 32),
+        ([2, 320, 16, 16], 32),
+        ([2, 64, 48, 48], 8),
+        ([3, 12, 7, 9], 4),
+        ([1, 5, 3, 11], 1),
+        ([2, 6, 1, 300], 6),
+    ];
+    for (shape, groups) in shapes {
+        for silu in [false, true] {
+            Case::new(shape, groups, silu, 0.0).check::<Gpu>(&device);
+        }
+    }
+}
+
+/// Rank 3 (`[batch, channels, tokens]`) and rank 2 (one value per channel, so a group of
+/// one channel has variance 0 and normalises to 0: only the shift is left).
+#[test]
+fn other_ranks_match_the_plain_norm() {
+    let device = WgpuDevice::default();
+    Case::new([2, 8, 77], 4, true, 0.0).check::<Gpu>(&device);
+    Case::new([3, 8], 4, false, 0.0).check::<Gpu>(&device);
+    Case::new([3, 8], 8, true, 0.0).check::<Gpu>(&device);
+}
+
+/// Values of mean 1000 and spread 2: `E[x^2] - E[x]^2` in f32 would keep about one digit of
+/// the variance; the kernels sum values shifted by each group's first value. Checked against
+/// the norm in f64 on the host, from the same f32 inputs: the plain f32 norm is itself off by
+/// about 2e-4 here (its f32 mean of values near 1000), so it is no reference for this case.
+/// Groups of 8 x 48 x 48 = 18432 values: three chunks of the statistics (8192, 8192, 2048),
+/// whose sums share the group's shift.
+#[test]
+fn a_large_mean_keeps_the_variance() {
+    let device = WgpuDevice::default();
+    let case = Case::new([2, 32, 48, 48], 4, false, 1000.0);
+    let got = case.run::<Gpu>(&device, DType::F32, |x, gamma, beta| {
+        fused_group_norm(&x, &gamma, &beta, case.options()).expect("fused on Wgpu")
+    });
+    let [batch, channels, h, w] = case.shape;
+    let per_group = channels / case.groups * h * w;
+    let mut want = vec![0.0f32; case.x.len()];
+    for (block, values) in case.x.chunks(per_group).enumerate() {
+        let n = per_group as f64;
+        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        for (i, &v) in values.iter().enumerate() {
+            let index = block * per_group + i;
+            let c = (index / (h * w)) % channels;
+            let xhat = (v as f64 - mean) / (var + EPS).sqrt();
+            want[index] = (xhat * case.gamma[c] as f64 + case.beta[c] as f64) as f32;
+        }
+    }
+    assert_eq!(want.len(), batch * channels * h * w);
+    assert_close("output at mean 1000", &got[0], &want, TOL_F32);
+}
+
+/// burn-cubecl's backend without fusion takes the kernels directly (another dispatch path).
+#[test]
+fn plain_cube_backend_matches_the_plain_norm() {
+    Case::new([2, 64, 8, 8], 32, true, 0.0).check::<GpuPlain>(&WgpuDevice::default());
+}
+
+/// Without autodiff (inference, as in sampling) on both dispatch paths: the forward alone.
+#[test]
+fn inference_matches_the_plain_norm() {
+    let device = WgpuDevice::default();
+    let case = Case::new([2, 320, 8, 8], 32, true, 0.0);
+    let want = &case.reference()[0];
+    let inputs = |device| {
+        let x = Tensor::<Gpu, 4>::from_data(TensorData::new(case.x.clone(), case.shape), device);
+        let weight = |data: &[f32]| {
+            Tensor::<Gpu, 1>::from_data(TensorData::new(data.to_vec(), [320]), device)
+        };
+        (x, weight(&case.gamma), weight(&case.beta))
+    };
+    let (x, gamma, beta) = inputs(&device);
+    let got = fused_group_norm(&x, &gamma, &beta, case.options()).expect("fused on Wgpu");
+    assert_close("inference under fusion", &to_vec(got), want, TOL_F32);
+
+    let x = Tensor::<GpuPlain, 4>::from_data(TensorData::new(case.x.clone(), case.shape), &device);
+    let weight = |data: &[f32]| {
+        Tensor::<GpuPlain, 1>::from_data(TensorData::new(data.to_vec(), [320]), &device)
+    };
+    let got = fused_group_norm(
+        &x,
+        &weight(&case.gamma),
+        &weight(&case.beta),
+        case.options(),
+    )
+    .expect("fused on the plain cube backend");
+    assert_close("inference without fusion", &to_vec(got), want, TOL_F32);
+}
+
+/// f16 at the largest groups of Stable Diffusion 1.5 (its up blocks' 640-channel ResNets at
+/// 64x64: 81920 values per group, whose sum of squares, about 1.3e5 here, overflows f16's
+/// 65504): where the adapter supports f16 shaders the
+/// kernels run, with f32 statistics, and the output and gradients, rounded to f16, agree with
+/// the f32 reference on the same f16-rounded inputs to 1e-2; where it does not, the call comes
+/// back with the device reason. The test prints which of the two it checked.
+#[test]
+fn half_precision_at_sd15_size() {
+    let device = WgpuDevice::default();
+    let mut case = Case::new([1, 640, 64, 64], 32, true, 0.5);
+    for data in [&mut case.x, &mut case.gamma, &mut case.beta, &mut case.w] {
+        for x in data.iter_mut() {
+            *x = half::f16::from_f32(*x).to_f32();
+        }
+    }
+    let probe = Tensor::<Gpu, 1>::ones([640], &device).cast(DType::F16);
+    let x = Tensor::<Gpu, 4>::zeros([1, 640, 1, 1], &device).cast(DType::F16);
+    match fused_group_norm(&x, &probe, &probe, case.options()) {
+        Err(reason) => {
+            assert_eq!(reason, GroupNormUnfused::Device { dtype: DType::F16 });
+            eprintln!("f16 NOT TESTED on this adapter: it has no f16 shader support ({reason})");
+        }
+        Ok(_) => {
+            let want = case.reference();
+            let got = case.run::<Gpu>(&device, DType::F16, |x, gamma, beta| {
+                let out = fused_group_norm(&x, &gamma, &beta, case.options()).expect("fused f16");
+                assert_eq!(out.dtype(), DType::F16);
+                out
+            });
+            for (name, (g, w)) in NAMES.iter().zip(got.iter().zip(&want)) {
+                assert_close(&format!("f16 {name}"), g, w, 1e-2);
+            }
+            eprintln!("f16 tested: the adapter supports f16 shaders");
+        }
+    }
+}
+
+/// The core's `GroupNorm` takes the fused kernels on wgpu (the dispatch counter grows by one
+/// per norm) and agrees with itself on Flex, where it runs its plain ops.
+#[test]
+fn the_core_norm_runs_the_kernels() {
+    let device = WgpuDevice::default();
+    let case = Case::new([2, 64, 8, 8], 32, true, 0.0);
+    let before = group_norm_dispatch_counts().fused;
+    let got = case.run::<Gpu>(&device, DType::F32, |x, gamma, beta| {
+        core_norm(x, gamma, beta, 32, true)
+    });
+    assert!(
+        group_norm_dispatch_counts().fused > before,
+        "GroupNorm on wgpu did not take the fused kernels"
+    );
+    for (name, (g, w)) in NAMES.iter().zip(got.iter().zip(&case.reference())) {
+        assert_close(&format!("core {name}"), g, w, TOL_F32);
+    }
+}
+
+/// What the kernels do not take is refused with its reason while the caller keeps its
+/// inputs: a CPU backend, weights of another dtype than x, groups that do not divide the
+/// channels, weights of the wrong length.
+#[test]
+fn unsupported_inputs_are_refused() {
+    let options = |groups| GroupNormOptions {
+        groups,
+        epsilon: EPS,
+        silu: false,
+    };
+    let cpu = Default::default();
+    let x = Tensor::<Flex, 4>::ones([1, 4, 2, 2], &cpu);
+    let w = Tensor::<Flex, 1>::ones([4], &cpu);
+    assert_eq!(
+        fused_group_norm(&x, &w, &w, options(2)).err(),
+        Some(GroupNormUnfused::Backend)
+    );
+
+    let device = WgpuDevice::default();
+    let x = Tensor::<Gpu, 4>::ones([1, 4, 2, 2], &device);
+    let w = Tensor::<Gpu, 1>::ones([4], &device);
+    let w16 = w.clone().cast(DType::F16);
+    assert_eq!(
+        fused_group_norm(&x, &w16, &w, options(2)).err(),
+        Some(GroupNormUnfused::DType {
+            x: DType::F32,
+            gamma: DType::F16,
+            beta: DType::F32
+        })
+    );
+    assert!(matches!(
+        fused_group_norm(&x, &w, &w, options(3)).err(),
+        Some(GroupNormUnfused::Shape { groups: 3, .. })
+    ));
+    let short = Tensor::<Gpu, 1>::ones([2], &device);
+    assert!(matches!(
+        fused_group_norm(&x, &short, &w, options(2)).err(),
+        Some(GroupNormUnfused::Shape { gamma: 2, .. })
+    ));
+    assert_eq!(to_vec(x), vec![1.0; 16], "x stays the caller's");
+}
