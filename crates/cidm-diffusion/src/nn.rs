@@ -11,6 +11,7 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d};
+use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -124,6 +125,32 @@ impl<B: Backend> GroupNorm<B> {
     /// # Shapes
     /// - x: `[batch, channels, ...]` -> the same shape and dtype
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.forward_activated(x, false)
+    }
+
+    /// `silu(self.forward(x))`, as every ResNet block of the UNet and the VAE applies after
+    /// its norms: one fused pass on the GPU backends.
+    ///
+    /// # Shapes
+    /// - x: `[batch, channels, ...]` -> the same shape and dtype
+    pub fn forward_silu<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.forward_activated(x, true)
+    }
+
+    /// The norm, then SiLU when `silu`. On the GPU backends (features `wgpu`/`cuda`) the
+    /// fused group-norm kernels of `cidm-kernels` run first (statistics in f32 as here, a
+    /// fused backward under autodiff); wherever they do not apply (CPU backends, weights of
+    /// another dtype than x, `CIDM_FUSED_GROUP_NORM=0`) the plain ops below run.
+    fn forward_activated<const D: usize>(&self, x: Tensor<B, D>, silu: bool) -> Tensor<B, D> {
+        let (gamma, beta) = (self.gamma.val(), self.beta.val());
+        let options = cidm_kernels::GroupNormOptions {
+            groups: self.num_groups,
+            epsilon: self.epsilon,
+            silu,
+        };
+        if let Ok(out) = cidm_kernels::fused_group_norm(&x, &gamma, &beta, options) {
+            return out;
+        }
         let dtype = FloatDType::from(x.dtype());
         let shape = x.shape();
         let (batch, channels) = (shape[0], shape[1]);
@@ -136,9 +163,10 @@ impl<B: Backend> GroupNorm<B> {
         let work = FloatDType::from(normed.dtype());
         let mut affine = [1; D];
         affine[1] = channels;
-        let scale = self.gamma.val().cast(work).reshape(affine);
-        let shift = self.beta.val().cast(work).reshape(affine);
-        (normed.reshape(shape) * scale + shift).cast(dtype)
+        let scale = gamma.cast(work).reshape(affine);
+        let shift = beta.cast(work).reshape(affine);
+        let out = normed.reshape(shape) * scale + shift;
+        if silu { activation::silu(out) } else { out }.cast(dtype)
     }
 }
 
