@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch reference of issue 8's GPU benchmark: times with torch, diffusers and peft the five
-workloads (and attention alone at the UNet's shapes) that `cargo run --example gpu_bench -p cidm` times with burn, on the same UNet
+workloads (and attention and GroupNorm alone at the UNet's shapes) that `cargo run --example gpu_bench -p cidm` times with burn, on the same UNet
 config with random weights, and prints one line per measurement in the same format with the
 prefix `torch`:
 
@@ -29,6 +29,10 @@ The workloads (names as ours):
   (flash or memory-efficient kernels on a GPU), forward under inference mode, and forward plus
   backward of sum(out * w). The `_plain` variants compute what ours' plain path does: scores,
   softmax and the product with v in f32 from upcast inputs, the scores materialised.
+- gn_cC_SxS / gn_train_cC_SxS: GroupNorm then SiLU alone (F.group_norm, F.silu: what
+  diffusers' ResnetBlock2D runs) at each distinct ResNet norm shape of the UNet (batch 2,
+  standard-normal x, scale around 1 and shift around 0), forward under inference mode, and
+  forward plus backward of sum(out * w) for the gradients of x, scale and shift.
 
 Usage (device cuda when available, else cpu):
 
@@ -518,6 +522,47 @@ def attention(bench, shape):
     return records
 
 
+def norm_shapes(config):
+    """(channels, side) of each distinct ResNet norm shape of the UNet, in ours' order: every
+    block's output channels at its resolution, then the first ResNet of the last up block
+    (the second block's channels and the first's skip, concatenated, at full resolution)."""
+    channels = config_value(config, "block_out_channels")
+    side = config["sample_size"]
+    found = [(c, side >> b) for b, c in enumerate(channels)]
+    if len(channels) >= 2:
+        found.append((channels[0] + channels[1], side))
+    shapes = []
+    for shape in found:
+        if shape not in shapes:
+            shapes.append(shape)
+    return shapes
+
+
+def group_norm(bench, shape):
+    """The two records of one norm shape: GroupNorm then SiLU, forward and training."""
+    channels, side = shape
+    groups = config_value(bench.config, "norm_num_groups")
+    eps = config_value(bench.config, "norm_eps")
+    name = f"c{channels}_{side}x{side}"
+    x = bench.randn(2, channels, side, side)
+    gamma = 1 + 0.5 * bench.randn(channels)
+    beta = 0.5 * bench.randn(channels)
+    weight = bench.randn(2, channels, side, side)
+
+    def norm(x, gamma, beta):
+        return F.silu(F.group_norm(x, groups, gamma, beta, eps))
+
+    with torch.inference_mode():
+        records = [bench.line(f"gn_{name}", bench.measure(lambda: norm(x, gamma, beta)))]
+    leaves = [t.clone().requires_grad_() for t in (x, gamma, beta)]
+
+    def train():
+        torch.autograd.grad((norm(*leaves) * weight).sum(), leaves)
+
+    records.append(bench.line(f"gn_train_{name}", bench.measure(train)))
+    return records
+
+
 def run_dtype(config, device, dtype_name, args):
     bench = Bench(config, device, dtype_name, args.warmup, args.reps, args.profile_dir)
     only = set(args.only.split(",")) if args.only else None
@@ -547,6 +592,9 @@ def run_dtype(config, device, dtype_name, args):
     if selected("attention"):
         for shape in attention_shapes(config):
             records += attention(bench, shape)
+    if selected("group-norm"):
+        for shape in norm_shapes(config):
+            records += group_norm(bench, shape)
     return records
 
 
@@ -559,7 +607,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--sampling-steps", type=int, default=50)
-    parser.add_argument("--only", help="comma-separated: train,step,sample,ewa-weights,ewa,regional,attention,compile")
+    parser.add_argument("--only", help="comma-separated: train,step,sample,ewa-weights,ewa,regional,attention,group-norm,compile")
     parser.add_argument("--compile", action="store_true",
                         help="also time the UNet step under torch.compile (unet_step_cfg_b2_compiled)")
     parser.add_argument("--json", help="also write the records to this file")

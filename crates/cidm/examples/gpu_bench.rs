@@ -1,6 +1,6 @@
 //! Issue 8's GPU benchmark, our side: times the five workloads of a CIDM generation and
-//! training stack, and attention alone at the UNet's shapes (fused kernel against the plain
-//! path, checked against each other), on the backend the `cidm` features select (`cuda`,
+//! training stack, and attention and GroupNorm alone at the UNet's shapes (fused kernels
+//! against the plain paths, checked against each other), on the backend the `cidm` features select (`cuda`,
 //! `cuda,f16`, `wgpu`, or the default CPU backend), for SD 1.5's UNet config with random
 //! weights (`--config sd15`) or a tiny one that runs in seconds on a CPU (`--config tiny`).
 //!
@@ -16,8 +16,12 @@
 
 #[path = "gpu_bench/attention.rs"]
 mod attention;
+#[path = "gpu_bench/check.rs"]
+mod check;
 #[path = "gpu_bench/error.rs"]
 mod error;
+#[path = "gpu_bench/group_norm.rs"]
+mod group_norm;
 #[path = "gpu_bench/memory.rs"]
 mod memory;
 #[path = "gpu_bench/profile.rs"]
@@ -62,6 +66,8 @@ enum Workload {
     /// Attention alone at the UNet's shapes, fused kernel against plain path, forward and
     /// forward plus backward, each fused result checked against the plain one.
     Attention,
+    /// GroupNorm plus SiLU alone at the ResNet blocks' shapes, the same way.
+    GroupNorm,
 }
 
 /// Command line: the benchmark's options, or a subcommand.
@@ -263,29 +269,39 @@ fn run(args: &Args) -> Result<bool> {
         for shape in attention::shapes(&setup)? {
             tracing::info!(?shape, "attention");
             let name = shape.name();
-            for (prefix, comparison) in [
-                ("", attention::forward(shape, reps)),
-                ("train_", attention::forward_backward(shape, reps)),
-            ] {
-                let name = name.replacen("attn_", &format!("attn_{prefix}"), 1);
-                if let Some(fused) = comparison.fused {
-                    let measured = fused.map(|(timing, deviation)| Measured {
-                        max_rel_err: Some(deviation),
-                        ..timing.into()
-                    });
-                    emit(name.clone(), measured);
-                }
-                emit(format!("{name}_plain"), timed(comparison.plain));
+            let train = name.replacen("attn_", "attn_train_", 1);
+            let forward = attention::forward(shape, reps).records(&name);
+            let backward = attention::forward_backward(shape, reps).records(&train);
+            for (name, measured) in forward.into_iter().chain(backward) {
+                emit(name, measured);
+            }
+        }
+    }
+    if selected(Workload::GroupNorm) {
+        for shape in group_norm::shapes(&setup) {
+            tracing::info!(?shape, "group norm");
+            let name = shape.name();
+            let train = name.replacen("gn_", "gn_train_", 1);
+            let forward = group_norm::forward(shape, reps).records(&name);
+            let backward = group_norm::forward_backward(shape, reps).records(&train);
+            for (name, measured) in forward.into_iter().chain(backward) {
+                emit(name, measured);
             }
         }
     }
 
-    // A fallback would look like a slow kernel: say which path the attention calls took.
-    let dispatch = cidm::kernels::dispatch_counts();
+    // A fallback would look like a slow kernel: say which path the kernels' calls took.
+    let attention_calls = cidm::kernels::dispatch_counts();
+    let group_norm_calls = cidm::kernels::group_norm_dispatch_counts();
     tracing::info!(
-        fused = dispatch.fused,
-        unfused = dispatch.unfused,
+        fused = attention_calls.fused,
+        unfused = attention_calls.unfused,
         "attention calls by path"
+    );
+    tracing::info!(
+        fused = group_norm_calls.fused,
+        unfused = group_norm_calls.unfused,
+        "group-norm calls by path"
     );
     let all_ok = records.iter().all(|r| r.error.is_none());
     if let Some(path) = &args.json {
@@ -294,7 +310,8 @@ fn run(args: &Args) -> Result<bool> {
             "backend": backend::NAME,
             "dtype": dtype,
             "warmup": args.warmup,
-            "attention_calls": { "fused": dispatch.fused, "unfused": dispatch.unfused },
+            "attention_calls": { "fused": attention_calls.fused, "unfused": attention_calls.unfused },
+            "group_norm_calls": { "fused": group_norm_calls.fused, "unfused": group_norm_calls.unfused },
             "records": records,
         });
         std::fs::write(path, serde_json::to_string_pretty(&report)?).map_err(|source| {

@@ -2,7 +2,7 @@
 //! `cidm-kernels` against the plain path (burn's attention, what runs without the kernel),
 //! forward on the inference backend and forward plus backward on the training backend. Before
 //! it is timed, every fused result (output, and for training the gradients of q, k and v) is
-//! checked against the plain one on the same device, so the GPU run tests the kernel too.
+//! checked against the plain one on the same device (`check.rs`).
 
 use std::path::Path;
 
@@ -15,6 +15,7 @@ use cidm::diffusion::nn::attention_upcast;
 use cidm::diffusion::unet::PerBlock;
 use cidm::kernels::{fused_attention, set_fused_attention};
 
+use crate::check::{forced, Comparison};
 use crate::error::{BenchError, Result};
 use crate::setup::{sync, Setup, TOKENS};
 use crate::timing::{measure, Timing};
@@ -22,11 +23,6 @@ use crate::workloads::Reps;
 
 /// Batch of every shape: the two halves of a guided step.
 const BATCH: usize = 2;
-/// Largest `max |fused - plain| / max |plain|` accepted in f32: both sum in f32, in
-/// different orders (and the plain matmuls may use TF32 tensor cores on a GPU).
-const TOL_F32: f64 = 5e-3;
-/// The same in f16/bf16, where both round their results to 11 (8) significant bits.
-const TOL_HALF: f64 = 2e-2;
 
 /// One attention shape of the UNet (batch [`BATCH`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,20 +86,6 @@ pub fn shapes(setup: &Setup) -> Result<Vec<AttentionShape>> {
     Ok(shapes)
 }
 
-/// Whether this build has the fused kernels (the `wgpu` or `cuda` feature); without them
-/// only the plain path is timed.
-const FUSED_BUILD: bool = cfg!(any(feature = "wgpu", feature = "cuda"));
-
-/// The two records of one shape and pass: the fused kernel (with its check) and the plain
-/// path.
-pub struct Comparison {
-    /// The fused kernel's timing and its largest relative deviation from the plain path;
-    /// `None` in a build without the kernels.
-    pub fused: Option<Result<(Timing, f64)>>,
-    /// The plain path's timing.
-    pub plain: Result<Timing>,
-}
-
 /// Forward attention on the inference backend.
 pub fn forward(shape: AttentionShape, reps: Reps) -> Comparison {
     let device = backend::device();
@@ -148,8 +130,8 @@ pub fn forward_backward(shape: AttentionShape, reps: Reps) -> Comparison {
     compare(&q, &k, &v, run, time)
 }
 
-/// Checks that the fused kernel takes these inputs (the reason when not), compares its
-/// results with the plain path's, and times both.
+/// The fused kernel's refusal of these inputs, checked with the kernel switched on, then
+/// the comparison of both paths.
 fn compare<B: Backend>(
     q: &Tensor<B, 4>,
     k: &Tensor<B, 4>,
@@ -157,31 +139,14 @@ fn compare<B: Backend>(
     run: impl Fn(bool) -> Result<Vec<Tensor<B, 4>>>,
     time: impl Fn(bool) -> Result<Timing>,
 ) -> Comparison {
-    let fused = FUSED_BUILD.then(|| {
-        let check = forced(true, || {
+    let refusal = || {
+        forced(set_fused_attention, true, || {
             fused_attention(q.clone(), k.clone(), v.clone(), options())
-        });
-        if let Err(unfused) = check {
-            return Err(BenchError::Unfused(unfused.reason.to_string()));
-        }
-        let deviation = max_deviation(run(true)?, run(false)?)?;
-        let tolerance = if q.dtype().size() < 4 {
-            TOL_HALF
-        } else {
-            TOL_F32
-        };
-        if deviation.is_nan() || deviation > tolerance {
-            return Err(BenchError::Mismatch {
-                deviation,
-                tolerance,
-            });
-        }
-        Ok((time(true)?, deviation))
-    });
-    Comparison {
-        fused,
-        plain: time(false),
-    }
+        })
+        .err()
+        .map(|unfused| unfused.reason.to_string())
+    };
+    Comparison::new(refusal, q.dtype().size() < 4, run, time)
 }
 
 /// The model's attention (`attention_upcast`) with the kernel forced on (`fused`) or off.
@@ -191,20 +156,9 @@ fn attend<B: Backend>(
     v: &Tensor<B, 4>,
     fused: bool,
 ) -> Tensor<B, 4> {
-    forced(fused, || {
+    forced(set_fused_attention, fused, || {
         attention_upcast(q.clone(), k.clone(), v.clone(), options())
     })
-}
-
-/// Runs `work` with the kernel switch forced to `fused`, then hands the switch back to
-/// `CIDM_FUSED_ATTENTION`: the records compare both paths whatever the variable says, so a
-/// whole run under `CIDM_FUSED_ATTENTION=0` (timing the UNet steps without the kernel) still
-/// checks and times the kernel here.
-fn forced<T>(fused: bool, work: impl FnOnce() -> T) -> T {
-    set_fused_attention(Some(fused));
-    let result = work();
-    set_fused_attention(None);
-    result
 }
 
 /// Standard-normal q, k and v of `shape`: with the default scale `1/sqrt(head_dim)` the
@@ -227,33 +181,6 @@ fn inputs<B: Backend>(shape: AttentionShape, device: &B::Device) -> [Tensor<B, 4
 /// No mask, default scale, not causal: the UNet's attention.
 fn options() -> AttentionModuleOptions {
     AttentionModuleOptions::default()
-}
-
-/// The largest `max |a - b| / max |b|` over pairs of tensors (NaN if any value is not
-/// finite).
-fn max_deviation<B: Backend>(fused: Vec<Tensor<B, 4>>, plain: Vec<Tensor<B, 4>>) -> Result<f64> {
-    let mut worst = 0.0f64;
-    for (a, b) in fused.into_iter().zip(plain) {
-        let (a, b) = (host(a)?, host(b)?);
-        // Checked first: `f64::max` would drop a NaN.
-        if a.iter().chain(&b).any(|x| !x.is_finite()) {
-            return Ok(f64::NAN);
-        }
-        let scale = b.iter().fold(0.0f64, |m, &x| m.max(f64::from(x).abs()));
-        let diff = a.iter().zip(&b).fold(0.0f64, |m, (&x, &y)| {
-            m.max((f64::from(x) - f64::from(y)).abs())
-        });
-        worst = worst.max(diff / scale.max(f64::MIN_POSITIVE));
-    }
-    Ok(worst)
-}
-
-fn host<B: Backend>(tensor: Tensor<B, 4>) -> Result<Vec<f32>> {
-    tensor
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| BenchError::ReadBack(format!("{e:?}")))
 }
 
 #[cfg(test)]
@@ -285,23 +212,5 @@ mod tests {
             ]
         );
         assert_eq!(shapes(&setup).unwrap()[1].name(), "attn_q4096_k77_d40");
-    }
-
-    /// Identical results deviate by 0; one value off by 1% of the largest deviates by 0.01;
-    /// a NaN anywhere (here not the last value) is reported as NaN, not hidden by `max`.
-    #[test]
-    fn deviation() {
-        let device = Default::default();
-        let t = |v: [f32; 4]| Tensor::<Selected, 1>::from_floats(v, &device).reshape([1, 1, 2, 2]);
-        let base = t([1.0, -2.0, 0.5, 0.0]);
-        assert_eq!(
-            max_deviation(vec![base.clone()], vec![base.clone()]).unwrap(),
-            0.0
-        );
-        let off = t([1.0, -2.0, 0.52, 0.0]);
-        let d = max_deviation(vec![off], vec![base.clone()]).unwrap();
-        assert!((d - 0.01).abs() < 1e-6, "{d}");
-        let nan = t([1.0, f32::NAN, 0.5, 0.0]);
-        assert!(max_deviation(vec![nan], vec![base]).unwrap().is_nan());
     }
 }

@@ -22,11 +22,11 @@ pub enum BenchError {
     /// A tensor could not be read back to the host as f32.
     #[error("reading a tensor back: {0}")]
     ReadBack(String),
-    /// The fused attention kernel did not take a workload's inputs.
-    #[error("the fused attention kernel did not run: {0}")]
+    /// A fused kernel (attention, group norm) did not take a workload's inputs.
+    #[error("the fused kernel did not run: {0}")]
     Unfused(String),
-    /// The fused attention's results differ from the plain path's.
-    #[error("fused attention deviates from the plain path by {deviation:.2e} (max |fused - plain| / max |plain|), above {tolerance:.0e}")]
+    /// A fused kernel's results differ from the plain path's.
+    #[error("the fused kernel deviates from the plain path by {deviation:.2e} (max |fused - plain| / max |plain|), above {tolerance:.0e}")]
     Mismatch {
         /// The largest relative deviation over the compared tensors.
         deviation: f64,

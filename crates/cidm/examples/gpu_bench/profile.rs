@@ -31,8 +31,9 @@ pub enum Part {
     Conv,
     /// Matrix products: the linear layers (projections, feed-forward) and plain attention's.
     Matmul,
-    /// Reductions: GroupNorm and LayerNorm (torch: the whole norm; ours: their statistics,
-    /// whose normalising arithmetic counts as elementwise), sums, means, the loss.
+    /// Reductions: GroupNorm and LayerNorm (torch: the whole norm; ours: the fused group-norm
+    /// kernels, and the statistics of a plain norm, whose normalising arithmetic counts as
+    /// elementwise), sums, means, the loss.
     Norm,
     /// Elementwise arithmetic and activations, fused or not, and the optimizer's updates.
     Elementwise,
@@ -68,7 +69,7 @@ impl Part {
             Part::Conv
         } else if has(&["matmul", "gemm"]) {
             Part::Matmul
-        } else if has(&["reduce"]) {
+        } else if has(&["reduce", "groupnorm"]) {
             Part::Norm
         } else if has(&[
             "copy",
@@ -478,6 +479,8 @@ mod tests {
                 Part::Conv,
             ),
             ("ReduceKernelFused", Part::Norm),
+            ("GroupNormStatsKernel", Part::Norm),
+            ("GroupNormChannelSumsKernel", Part::Norm),
             ("ElemwiseFuse", Part::Elementwise),
             ("KernelBinop | DivOp", Part::Elementwise),
             ("CopyKernelPack", Part::Layout),
