@@ -106,15 +106,8 @@ pub fn fused_group_norm<B: Backend, const D: usize>(
     beta: &Tensor<B, 1>,
     options: GroupNormOptions,
 ) -> Result<Tensor<B, D>, GroupNormUnfused> {
-    let result = unsupported(x, gamma, beta, &options).map_or_else(
-        || {
-            let dims = x.dims();
-            let [batch, channels, spatial] = layout(&dims);
-            let flat = x.clone().reshape([batch, channels, spatial]);
-            run(flat, gamma.clone(), beta.clone(), options).map(|out| out.reshape(dims))
-        },
-        Err,
-    );
+    let result =
+        unsupported(x, gamma, beta, &options).map_or_else(|| run(x, gamma, beta, options), Err);
     stats::GROUP_NORM.record(result.is_ok());
     if let Err(reason) = &result {
         tracing::trace!(%reason, "group norm runs unfused");
@@ -176,23 +169,29 @@ fn unsupported<B: Backend, const D: usize>(
     None
 }
 
+/// The kernels on x viewed as `[batch, channels, spatial]`.
 #[cfg(feature = "cube")]
-fn run<B: Backend>(
-    x: Tensor<B, 3>,
-    gamma: Tensor<B, 1>,
-    beta: Tensor<B, 1>,
+fn run<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    gamma: &Tensor<B, 1>,
+    beta: &Tensor<B, 1>,
     options: GroupNormOptions,
-) -> Result<Tensor<B, 3>, GroupNormUnfused> {
-    crate::cube::fused_group_norm(x, gamma, beta, options)
+) -> Result<Tensor<B, D>, GroupNormUnfused> {
+    let dims = x.dims();
+    let flat = x.clone().reshape(layout(&dims));
+    crate::cube::fused_group_norm(flat, gamma.clone(), beta.clone(), options)
+        .map(|out| out.reshape(dims))
 }
 
+/// Without the GPU features there are no kernels: declined before any tensor work, since
+/// every norm of a CPU model comes here first.
 #[cfg(not(feature = "cube"))]
-fn run<B: Backend>(
-    _x: Tensor<B, 3>,
-    _gamma: Tensor<B, 1>,
-    _beta: Tensor<B, 1>,
+fn run<B: Backend, const D: usize>(
+    _x: &Tensor<B, D>,
+    _gamma: &Tensor<B, 1>,
+    _beta: &Tensor<B, 1>,
     _options: GroupNormOptions,
-) -> Result<Tensor<B, 3>, GroupNormUnfused> {
+) -> Result<Tensor<B, D>, GroupNormUnfused> {
     Err(GroupNormUnfused::Backend)
 }
 
