@@ -7,6 +7,7 @@
 
 mod attention;
 mod dispatch;
+mod gradients;
 mod group_norm;
 
 pub(crate) use attention::fused as fused_attention;

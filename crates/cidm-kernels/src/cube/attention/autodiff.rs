@@ -10,6 +10,7 @@ use burn::backend::autodiff::{
 use burn::tensor::{backend::Backend, ops::FloatTensor};
 
 use super::ops::FlashOps;
+use crate::cube::gradients::register_fused;
 
 /// What the backward needs: the inputs, the output and its logsumexp, on the inner backend.
 #[derive(Clone, Debug)]
@@ -29,23 +30,18 @@ impl<B: FlashOps> Backward<B, 3> for FlashAttentionBackward {
     type State = SavedForward<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad_out = grads.consume::<B>(&ops.node);
-        let saved = ops.state;
-        let (grad_q, grad_k, grad_v) = B::flash_backward(
-            saved.q,
-            saved.k,
-            saved.v,
-            saved.out,
-            saved.lse,
-            grad_out,
-            saved.scale,
-        );
-        let [q, k, v] = ops.parents;
-        for (parent, grad) in [(q, grad_q), (k, grad_k), (v, grad_v)] {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        register_fused::<B, _, 3>(ops, grads, |saved, grad_out| {
+            let (grad_q, grad_k, grad_v) = B::flash_backward(
+                saved.q,
+                saved.k,
+                saved.v,
+                saved.out,
+                saved.lse,
+                grad_out,
+                saved.scale,
+            );
+            [grad_q, grad_k, grad_v]
+        });
     }
 }
 

@@ -12,6 +12,7 @@ use burn::backend::autodiff::{
 use burn::tensor::{backend::Backend, ops::FloatTensor};
 
 use super::{ops::GroupNormOps, GroupNormParams};
+use crate::cube::gradients::register_fused;
 
 /// What the backward needs: the inputs and the statistics, on the inner backend.
 #[derive(Clone, Debug)]
@@ -31,23 +32,18 @@ impl<B: GroupNormOps> Backward<B, 3> for GroupNormBackward {
     type State = SavedForward<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad_out = grads.consume::<B>(&ops.node);
-        let saved = ops.state;
-        let (grad_x, grad_gamma, grad_beta) = B::group_norm_backward(
-            saved.x,
-            saved.gamma,
-            saved.beta,
-            saved.mean,
-            saved.rstd,
-            grad_out,
-            saved.params,
-        );
-        let [x, gamma, beta] = ops.parents;
-        for (parent, grad) in [(x, grad_x), (gamma, grad_gamma), (beta, grad_beta)] {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        register_fused::<B, _, 3>(ops, grads, |saved, grad_out| {
+            let (grad_x, grad_gamma, grad_beta) = B::group_norm_backward(
+                saved.x,
+                saved.gamma,
+                saved.beta,
+                saved.mean,
+                saved.rstd,
+                grad_out,
+                saved.params,
+            );
+            [grad_x, grad_gamma, grad_beta]
+        });
     }
 }
 
