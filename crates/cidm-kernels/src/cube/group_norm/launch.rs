@@ -54,6 +54,11 @@ impl Layout {
     }
 }
 
+/// An uninitialised tensor on `like`'s device.
+fn empty_on<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
+    empty_device_dtype(like.client.clone(), like.device.clone(), shape, dtype)
+}
+
 /// One unit per element of a tensor of `len` values.
 fn elementwise<R: CubeRuntime>(client: &ComputeClient<R>, len: usize) -> (CubeCount, CubeDim) {
     let dim = CubeDim::new_1d(ELEMENT_UNITS);
@@ -82,11 +87,8 @@ pub(crate) fn forward<R: CubeRuntime>(
     );
     let layout = Layout::of(&x, params.groups);
     let client = x.client.clone();
-    let device = x.device.clone();
     let dtype = x.dtype;
-    let empty = |shape: Shape, dtype: DType| {
-        empty_device_dtype(client.clone(), device.clone(), shape, dtype)
-    };
+    let empty = |shape: Shape, dtype: DType| empty_on(&x, shape, dtype);
     let out = empty(x.shape(), dtype);
     let stats_shape = Shape::new([layout.batch, layout.groups]);
     let mean = empty(stats_shape.clone(), DType::F32);
@@ -166,11 +168,8 @@ pub(crate) fn backward<R: CubeRuntime>(
     );
     let layout = Layout::of(&x, params.groups);
     let client = x.client.clone();
-    let device = x.device.clone();
     let dtype = x.dtype;
-    let empty = |shape: Shape, dtype: DType| {
-        empty_device_dtype(client.clone(), device.clone(), shape, dtype)
-    };
+    let empty = |shape: Shape, dtype: DType| empty_on(&x, shape, dtype);
     let rows = Shape::new([layout.batch, layout.channels]);
     let sum_dy = empty(rows.clone(), DType::F32);
     let sum_dy_xhat = empty(rows, DType::F32);
