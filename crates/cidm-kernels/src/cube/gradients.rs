@@ -1,8 +1,37 @@
-//! What the kernels' autodiff nodes share: handing the fused backward's results to the
-//! parents that asked for them.
+//! What the kernels' autodiff nodes share: recording a fused forward as one node of burn's
+//! graph, and handing the fused backward's results to the parents that asked for them.
 
-use burn::backend::autodiff::{grads::Gradients, ops::Ops};
+use burn::backend::autodiff::{
+    checkpoint::strategy::NoCheckpointing,
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+    Autodiff,
+};
 use burn::tensor::{backend::Backend, ops::FloatTensor};
+
+/// The fused forward's output `out` (computed by the caller on `inputs`' inner tensors) as a
+/// tensor of `Autodiff<B>`: when any input needs a gradient, a node with `backward` and the
+/// state `save` builds from the inputs and the output; else a leaf. The checkpoint strategy
+/// is irrelevant here: the state holds everything the backward needs.
+pub(crate) fn record_fused<B: Backend, K: Backward<B, N>, const N: usize>(
+    backward: K,
+    inputs: [FloatTensor<Autodiff<B>>; N],
+    out: FloatTensor<B>,
+    save: impl FnOnce([FloatTensor<B>; N], FloatTensor<B>) -> K::State,
+) -> FloatTensor<Autodiff<B>> {
+    let nodes = inputs.each_ref().map(|input| input.node.clone());
+    match backward
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = save(inputs.map(|input| input.primitive), out.clone());
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
 
 /// The body of a fused node's `Backward::backward`: takes the gradient of the node's output,
 /// runs `backward` on the saved state and it (one gradient per input, in the inputs' order),

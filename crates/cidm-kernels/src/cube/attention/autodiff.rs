@@ -2,15 +2,15 @@
 //! the fused backward kernels rather than from differentiating the plain attention.
 
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+    checkpoint::base::Checkpointer,
     grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    ops::{Backward, Ops},
     Autodiff,
 };
 use burn::tensor::{backend::Backend, ops::FloatTensor};
 
 use super::ops::FlashOps;
-use crate::cube::gradients::register_fused;
+use crate::cube::gradients::{record_fused, register_fused};
 
 /// What the backward needs: the inputs, the output and its logsumexp, on the inner backend.
 #[derive(Clone, Debug)]
@@ -45,9 +45,8 @@ impl<B: FlashOps> Backward<B, 3> for FlashAttentionBackward {
     }
 }
 
-/// Forward on `Autodiff<B>`: runs the fused forward on the inner tensors and, when any input
-/// needs a gradient, records a node whose backward is the fused backward. The checkpoint
-/// strategy is irrelevant here: everything the backward needs is saved (it is compute-bound).
+/// Forward on `Autodiff<B>`: the fused forward on the inner tensors, recorded with the fused
+/// backward as its gradient (the attention's backward is compute-bound: all is saved).
 pub(crate) fn forward<B: FlashOps>(
     q: FloatTensor<Autodiff<B>>,
     k: FloatTensor<Autodiff<B>>,
@@ -60,23 +59,14 @@ pub(crate) fn forward<B: FlashOps>(
         v.primitive.clone(),
         scale,
     );
-    let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
-    match FlashAttentionBackward
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let saved = SavedForward {
-                q: q.primitive,
-                k: k.primitive,
-                v: v.primitive,
-                out: out.clone(),
-                lse,
-                scale,
-            };
-            prep.finish(saved, out)
+    record_fused(FlashAttentionBackward, [q, k, v], out, |[q, k, v], out| {
+        SavedForward {
+            q,
+            k,
+            v,
+            out,
+            lse,
+            scale,
         }
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    }
+    })
 }

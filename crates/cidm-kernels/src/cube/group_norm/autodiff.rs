@@ -4,15 +4,15 @@
 //! plain norm keeps its centred and normalised copies of x as well.
 
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+    checkpoint::base::Checkpointer,
     grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    ops::{Backward, Ops},
     Autodiff,
 };
 use burn::tensor::{backend::Backend, ops::FloatTensor};
 
 use super::{ops::GroupNormOps, GroupNormParams};
-use crate::cube::gradients::register_fused;
+use crate::cube::gradients::{record_fused, register_fused};
 
 /// What the backward needs: the inputs and the statistics, on the inner backend.
 #[derive(Clone, Debug)]
@@ -47,9 +47,8 @@ impl<B: GroupNormOps> Backward<B, 3> for GroupNormBackward {
     }
 }
 
-/// Forward on `Autodiff<B>`: runs the fused forward on the inner tensors and, when any input
-/// needs a gradient, records a node whose backward is the fused backward. The checkpoint
-/// strategy is irrelevant here: everything the backward needs is saved.
+/// Forward on `Autodiff<B>`: the fused forward on the inner tensors, recorded with the fused
+/// backward as its gradient.
 pub(crate) fn forward<B: GroupNormOps>(
     x: FloatTensor<Autodiff<B>>,
     gamma: FloatTensor<Autodiff<B>>,
@@ -62,23 +61,17 @@ pub(crate) fn forward<B: GroupNormOps>(
         beta.primitive.clone(),
         params,
     );
-    let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
-    match GroupNormBackward
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let saved = SavedForward {
-                x: x.primitive,
-                gamma: gamma.primitive,
-                beta: beta.primitive,
-                mean,
-                rstd,
-                params,
-            };
-            prep.finish(saved, out)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    }
+    record_fused(
+        GroupNormBackward,
+        [x, gamma, beta],
+        out,
+        |[x, gamma, beta], _| SavedForward {
+            x,
+            gamma,
+            beta,
+            mean,
+            rstd,
+            params,
+        },
+    )
 }
