@@ -7,6 +7,7 @@
 
 mod attention;
 mod dispatch;
+mod fusion_op;
 mod gradients;
 mod group_norm;
 

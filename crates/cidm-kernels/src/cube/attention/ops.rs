@@ -5,13 +5,11 @@ use core::marker::PhantomData;
 
 use burn::tensor::{backend::Backend, ops::FloatTensor, DType, Shape};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
-use burn_fusion::{
-    stream::{Operation, OperationStreams},
-    Fusion, FusionBackend, FusionRuntime,
-};
-use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
+use burn_fusion::{stream::Operation, Fusion, FusionBackend, FusionRuntime};
+use burn_ir::{CustomOpIr, HandleContainer};
 
 use super::launch;
+use crate::cube::fusion_op::register_custom;
 
 /// A backend that runs the flash-attention kernels on its float tensors.
 pub(crate) trait FlashOps: Backend {
@@ -138,29 +136,19 @@ impl<B: FusionBackend + FlashOps> FlashOps for Fusion<B> {
         v: FloatTensor<Self>,
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let client = q.client.clone();
         let dims = q.shape.clone();
-        let dtype = q.dtype;
-        let streams = OperationStreams::with_inputs([&q, &k, &v]);
-        let out = TensorIr::uninit(client.create_empty_handle(), dims.clone(), dtype);
-        let lse = TensorIr::uninit(
-            client.create_empty_handle(),
-            Shape::new([dims[0], dims[1], dims[2]]),
-            DType::F32,
-        );
-        let desc = CustomOpIr::new(
+        let lse = Shape::new([dims[0], dims[1], dims[2]]);
+        let outputs = [(dims, q.dtype), (lse, DType::F32)];
+        let [out, lse] = register_custom::<B, _, _, _>(
             "cidm_flash_attention_forward",
-            &[q.into_ir(), k.into_ir(), v.into_ir()],
-            &[out, lse],
+            [q, k, v],
+            outputs,
+            |desc| ForwardOp::<B> {
+                desc,
+                scale,
+                backend: PhantomData,
+            },
         );
-        let op = ForwardOp::<B> {
-            desc: desc.clone(),
-            scale,
-            backend: PhantomData,
-        };
-        let [out, lse] = client
-            .register(streams, OperationIr::Custom(desc), op)
-            .outputs();
         (out, lse)
     }
 
@@ -173,35 +161,17 @@ impl<B: FusionBackend + FlashOps> FlashOps for Fusion<B> {
         grad_out: FloatTensor<Self>,
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let client = q.client.clone();
-        let outputs = [&q, &k, &v].map(|input| {
-            TensorIr::uninit(
-                client.create_empty_handle(),
-                input.shape.clone(),
-                input.dtype,
-            )
-        });
-        let streams = OperationStreams::with_inputs([&q, &k, &v, &out, &lse, &grad_out]);
-        let desc = CustomOpIr::new(
+        let outputs = [&q, &k, &v].map(|input| (input.shape.clone(), input.dtype));
+        let [dq, dk, dv] = register_custom::<B, _, _, _>(
             "cidm_flash_attention_backward",
-            &[
-                q.into_ir(),
-                k.into_ir(),
-                v.into_ir(),
-                out.into_ir(),
-                lse.into_ir(),
-                grad_out.into_ir(),
-            ],
-            &outputs,
+            [q, k, v, out, lse, grad_out],
+            outputs,
+            |desc| BackwardOp::<B> {
+                desc,
+                scale,
+                backend: PhantomData,
+            },
         );
-        let op = BackwardOp::<B> {
-            desc: desc.clone(),
-            scale,
-            backend: PhantomData,
-        };
-        let [dq, dk, dv] = client
-            .register(streams, OperationIr::Custom(desc), op)
-            .outputs();
         (dq, dk, dv)
     }
 }

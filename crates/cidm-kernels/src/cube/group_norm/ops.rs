@@ -5,13 +5,11 @@ use core::marker::PhantomData;
 
 use burn::tensor::{backend::Backend, ops::FloatTensor, DType, Shape};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
-use burn_fusion::{
-    stream::{Operation, OperationStreams},
-    Fusion, FusionBackend, FusionRuntime,
-};
-use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
+use burn_fusion::{stream::Operation, Fusion, FusionBackend, FusionRuntime};
+use burn_ir::{CustomOpIr, HandleContainer};
 
 use super::{launch, GroupNormParams};
+use crate::cube::fusion_op::register_custom;
 
 /// A backend that runs the group-norm kernels on its float tensors.
 pub(crate) trait GroupNormOps: Backend {
@@ -140,25 +138,18 @@ impl<B: FusionBackend + GroupNormOps> GroupNormOps for Fusion<B> {
         beta: FloatTensor<Self>,
         params: GroupNormParams,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let client = x.client.clone();
-        let stats = Shape::new([x.shape[0], params.groups]);
-        let out = TensorIr::uninit(client.create_empty_handle(), x.shape.clone(), x.dtype);
-        let [mean, rstd] = [(); 2]
-            .map(|()| TensorIr::uninit(client.create_empty_handle(), stats.clone(), DType::F32));
-        let streams = OperationStreams::with_inputs([&x, &gamma, &beta]);
-        let desc = CustomOpIr::new(
+        let stats = (Shape::new([x.shape[0], params.groups]), DType::F32);
+        let outputs = [(x.shape.clone(), x.dtype), stats.clone(), stats];
+        let [out, mean, rstd] = register_custom::<B, _, _, _>(
             "cidm_group_norm_forward",
-            &[x.into_ir(), gamma.into_ir(), beta.into_ir()],
-            &[out, mean, rstd],
+            [x, gamma, beta],
+            outputs,
+            |desc| ForwardOp::<B> {
+                desc,
+                params,
+                backend: PhantomData,
+            },
         );
-        let op = ForwardOp::<B> {
-            desc: desc.clone(),
-            params,
-            backend: PhantomData,
-        };
-        let [out, mean, rstd] = client
-            .register(streams, OperationIr::Custom(desc), op)
-            .outputs();
         (out, mean, rstd)
     }
 
@@ -171,35 +162,17 @@ impl<B: FusionBackend + GroupNormOps> GroupNormOps for Fusion<B> {
         grad_out: FloatTensor<Self>,
         params: GroupNormParams,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let client = x.client.clone();
-        let outputs = [&x, &gamma, &beta].map(|input| {
-            TensorIr::uninit(
-                client.create_empty_handle(),
-                input.shape.clone(),
-                input.dtype,
-            )
-        });
-        let streams = OperationStreams::with_inputs([&x, &gamma, &beta, &mean, &rstd, &grad_out]);
-        let desc = CustomOpIr::new(
+        let outputs = [&x, &gamma, &beta].map(|input| (input.shape.clone(), input.dtype));
+        let [dx, dgamma, dbeta] = register_custom::<B, _, _, _>(
             "cidm_group_norm_backward",
-            &[
-                x.into_ir(),
-                gamma.into_ir(),
-                beta.into_ir(),
-                mean.into_ir(),
-                rstd.into_ir(),
-                grad_out.into_ir(),
-            ],
-            &outputs,
+            [x, gamma, beta, mean, rstd, grad_out],
+            outputs,
+            |desc| BackwardOp::<B> {
+                desc,
+                params,
+                backend: PhantomData,
+            },
         );
-        let op = BackwardOp::<B> {
-            desc: desc.clone(),
-            params,
-            backend: PhantomData,
-        };
-        let [dx, dgamma, dbeta] = client
-            .register(streams, OperationIr::Custom(desc), op)
-            .outputs();
         (dx, dgamma, dbeta)
     }
 }
