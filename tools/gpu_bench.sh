@@ -13,9 +13,10 @@
 #
 # Order: the first build of ours, the reference (--dtypes, e.g. f16, limits its dtypes), the
 # other builds, then the profiles. --only (train,step,sample,ewa-weights,ewa,regional,
-# attention,group-norm) limits both sides to those workloads. --deadline stops every run that would end
-# past that many seconds from the start (and skips the ones after it), so a session with a
-# time limit still gets the pairs of what finished: the lines are kept as they come.
+# attention,group-norm,layer-norm,geglu) limits both sides to those workloads. --deadline
+# stops every run that would end past that many seconds from the start (and skips the ones
+# after it), so a session with a time limit still gets the pairs of what finished: the lines
+# are kept as they come.
 #
 # Output: the raw lines of both sides, then one line per pair:
 #   pair NAME dtype=f16 cidm_ms=.. torch_ms=.. ratio=.. [cidm_mib=.. torch_mib=.. mem_ratio=..]

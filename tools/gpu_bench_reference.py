@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch reference of issue 8's GPU benchmark: times with torch, diffusers and peft the five
-workloads (and attention and GroupNorm alone at the UNet's shapes) that `cargo run --example gpu_bench -p cidm` times with burn, on the same UNet
+workloads (and attention, GroupNorm, LayerNorm and GEGLU alone at the UNet's shapes) that `cargo run --example gpu_bench -p cidm` times with burn, on the same UNet
 config with random weights, and prints one line per measurement in the same format with the
 prefix `torch`:
 
@@ -33,6 +33,14 @@ The workloads (names as ours):
   diffusers' ResnetBlock2D runs) at each distinct ResNet norm shape of the UNet (batch 2,
   standard-normal x, scale around 1 and shift around 0), forward under inference mode, and
   forward plus backward of sum(out * w) for the gradients of x, scale and shift.
+- ln_tT_dD / ln_train_tT_dD: LayerNorm alone (F.layer_norm, eps 1e-5: the norms of
+  diffusers' BasicTransformerBlock) at each distinct transformer input of the UNet (batch 2,
+  T rows of D values, standard-normal x, scale around 1 and shift around 0), forward under
+  inference mode, and forward plus backward of sum(out * w).
+- geglu_tT_dW / geglu_train_tT_dW: GEGLU alone (diffusers' GEGLU after its projection:
+  `h, g = x.chunk(2, -1); h * F.gelu(g)`) on each distinct feed-forward input of the UNet
+  (batch 2, T rows of W = 2 x 4 x the block's width, standard-normal x), forward under
+  inference mode, and forward plus backward of sum(out * w).
 
 Usage (device cuda when available, else cpu):
 
@@ -563,6 +571,66 @@ def group_norm(bench, shape):
     return records
 
 
+def transformer_shapes(config):
+    """(tokens, dim) of each distinct transformer input of the UNet, in ours' order: every
+    down block with cross-attention, then the mid block."""
+    channels = config_value(config, "block_out_channels")
+    down = config_value(config, "down_block_types")
+    levels = [b for b, kind in enumerate(down) if kind.startswith("CrossAttn")] + [len(channels) - 1]
+    shapes = []
+    for b in levels:
+        shape = ((config["sample_size"] >> b) ** 2, channels[b])
+        if shape not in shapes:
+            shapes.append(shape)
+    return shapes
+
+
+def layer_norm(bench, shape):
+    """The two records of one transformer input: LayerNorm, forward and training."""
+    tokens, dim = shape
+    name = f"t{tokens}_d{dim}"
+    x = bench.randn(2, tokens, dim)
+    gamma = 1 + 0.5 * bench.randn(dim)
+    beta = 0.5 * bench.randn(dim)
+    weight = bench.randn(2, tokens, dim)
+
+    def norm(x, gamma, beta):
+        return F.layer_norm(x, (dim,), gamma, beta, 1e-5)
+
+    with torch.inference_mode():
+        records = [bench.line(f"ln_{name}", bench.measure(lambda: norm(x, gamma, beta)))]
+    leaves = [t.clone().requires_grad_() for t in (x, gamma, beta)]
+
+    def train():
+        torch.autograd.grad((norm(*leaves) * weight).sum(), leaves)
+
+    records.append(bench.line(f"ln_train_{name}", bench.measure(train)))
+    return records
+
+
+def geglu(bench, shape):
+    """The two records of one feed-forward input: GEGLU, forward and training."""
+    tokens, dim = shape
+    width = 2 * 4 * dim
+    name = f"t{tokens}_d{width}"
+    x = bench.randn(2, tokens, width)
+    weight = bench.randn(2, tokens, width // 2)
+
+    def act(x):
+        hidden, gate = x.chunk(2, dim=-1)
+        return hidden * F.gelu(gate)
+
+    with torch.inference_mode():
+        records = [bench.line(f"geglu_{name}", bench.measure(lambda: act(x)))]
+    leaf = x.clone().requires_grad_()
+
+    def train():
+        torch.autograd.grad((act(leaf) * weight).sum(), [leaf])
+
+    records.append(bench.line(f"geglu_train_{name}", bench.measure(train)))
+    return records
+
+
 def run_dtype(config, device, dtype_name, args):
     bench = Bench(config, device, dtype_name, args.warmup, args.reps, args.profile_dir)
     only = set(args.only.split(",")) if args.only else None
@@ -595,6 +663,12 @@ def run_dtype(config, device, dtype_name, args):
     if selected("group-norm"):
         for shape in norm_shapes(config):
             records += group_norm(bench, shape)
+    if selected("layer-norm"):
+        for shape in transformer_shapes(config):
+            records += layer_norm(bench, shape)
+    if selected("geglu"):
+        for shape in transformer_shapes(config):
+            records += geglu(bench, shape)
     return records
 
 
@@ -607,7 +681,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--sampling-steps", type=int, default=50)
-    parser.add_argument("--only", help="comma-separated: train,step,sample,ewa-weights,ewa,regional,attention,group-norm,compile")
+    parser.add_argument("--only", help="comma-separated: train,step,sample,ewa-weights,ewa,regional,attention,group-norm,layer-norm,geglu,compile")
     parser.add_argument("--compile", action="store_true",
                         help="also time the UNet step under torch.compile (unet_step_cfg_b2_compiled)")
     parser.add_argument("--json", help="also write the records to this file")

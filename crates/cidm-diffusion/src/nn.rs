@@ -17,7 +17,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, FloatDType, Tensor};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::loading::{Init, VarBuilder};
 
 /// A linear layer from `weight` `[out, in]` (PyTorch layout, stored transposed as burn wants
@@ -194,16 +194,54 @@ impl<B: Backend> LayerNorm<B> {
     /// The statistics are computed in f32 under f16/bf16 (a width-1280 row of activations in
     /// the hundreds overflows an f16 sum of squares); the output has the input's dtype.
     ///
+    /// On the GPU backends (features `wgpu`/`cuda`) the fused layer-norm kernel of
+    /// `cidm-kernels` runs first (one pass per row, statistics in f32 as here, a fused
+    /// backward under autodiff); wherever it does not apply (CPU backends, weights of another
+    /// dtype than x, `CIDM_FUSED_LAYER_NORM=0`) the plain ops below run.
+    ///
     /// # Shapes
     /// - x: `[batch, tokens, dim]` -> `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let (weight, bias) = (self.weight.val(), self.bias.val());
+        if let Ok(out) = cidm_kernels::fused_layer_norm(&x, &weight, &bias, self.eps) {
+            return out;
+        }
         let dtype = FloatDType::from(x.dtype());
         let normed = standardize(x, self.eps);
         let work = FloatDType::from(normed.dtype());
-        let scale = self.weight.val().cast(work).unsqueeze::<3>();
-        let shift = self.bias.val().cast(work).unsqueeze::<3>();
+        let scale = weight.cast(work).unsqueeze::<3>();
+        let shift = bias.cast(work).unsqueeze::<3>();
         (normed * scale + shift).cast(dtype)
     }
+}
+
+/// GEGLU, the activation of diffusers' `FeedForward` (its `GEGLU` after the projection):
+/// `hidden * gelu(gate)` from the two halves `[hidden, gate]` of x's last dimension, with the
+/// exact (erf) GELU. On the GPU backends (features `wgpu`/`cuda`) the fused kernel of
+/// `cidm-kernels` runs first: one pass each way, and in training GELU's exact derivative
+/// (burn's CubeCL backends differentiate the exact GELU with the tanh approximation's
+/// derivative; Flex and NdArray, where the plain ops below run, are exact). Wherever the
+/// kernel does not apply (CPU backends, `CIDM_FUSED_GEGLU=0`) the plain ops run.
+///
+/// # Shapes
+/// - x: `[..., 2 n]` -> `[..., n]`
+///
+/// # Errors
+/// [`Error::InvalidInput`] when x's last dimension is odd or 0.
+pub fn geglu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>> {
+    let width = x.dims()[D - 1];
+    if width == 0 || width % 2 != 0 {
+        return Err(Error::InvalidInput(format!(
+            "GEGLU needs a last dimension of two equal, non-empty halves, got {width}"
+        )));
+    }
+    if let Ok(out) = cidm_kernels::fused_geglu(&x) {
+        return Ok(out);
+    }
+    let half = width / 2;
+    let hidden = x.clone().narrow(D - 1, 0, half);
+    let gate = x.narrow(D - 1, half, half);
+    Ok(hidden * activation::gelu(gate))
 }
 
 /// `softmax(Q K^T * scale) V` through burn's attention, with the scores and softmax in f32
@@ -242,4 +280,43 @@ pub fn attention_upcast<B: Backend>(
         options,
     )
     .cast(dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+    use burn::tensor::{Tensor, TensorData};
+
+    use super::geglu;
+    use crate::error::Error;
+
+    /// `hidden * gelu(gate)` with the exact GELU, `g * Phi(g)`: gelu(1) = 0.8413447 and
+    /// gelu(-1) = -0.1586553 (PyTorch's `F.gelu`), so `[2, -3 | 1, -1]` gives
+    /// `[1.6826895, 0.4759658]`; each row of a batch on its own.
+    #[test]
+    fn geglu_of_known_values() {
+        let device = Default::default();
+        let x = Tensor::<Flex, 2>::from_data(
+            TensorData::new(vec![2.0f32, -3.0, 1.0, -1.0, 0.0, 5.0, 7.0, 0.0], [2, 4]),
+            &device,
+        );
+        let got = geglu(x).unwrap().into_data().to_vec::<f32>().unwrap();
+        let want = [1.682_689_5, 0.475_965_8, 0.0, 0.0];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?} against {want:?}");
+        }
+    }
+
+    /// An odd or empty last dimension has no two halves: a typed error, not a panic.
+    #[test]
+    fn geglu_needs_two_halves() {
+        let device = Default::default();
+        for width in [3, 0] {
+            let x = Tensor::<Flex, 2>::zeros([2, width], &device);
+            assert!(
+                matches!(geglu(x), Err(Error::InvalidInput(_))),
+                "width {width}"
+            );
+        }
+    }
 }

@@ -2,11 +2,8 @@
 
 use burn::tensor::{backend::Backend, DType, Tensor};
 
+use crate::norm_inputs::{affine_dtypes_supported, epsilon_supported, MAX_GRID};
 use crate::{stats, switch};
-
-/// Largest batch and channel count: each is one dimension of a launch grid, whose dimensions
-/// are capped at 65535 by the GPU APIs.
-const MAX_GRID: usize = 65_535;
 
 /// What [`fused_group_norm`] computes besides the normalisation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -158,12 +155,11 @@ fn unsupported<B: Backend, const D: usize>(
         });
     }
     let epsilon = options.epsilon;
-    if !(epsilon.is_finite() && epsilon >= 0.0) {
+    if !epsilon_supported(epsilon) {
         return Some(GroupNormUnfused::Epsilon { epsilon });
     }
     let (x, gamma, beta) = (x.dtype(), gamma.dtype(), beta.dtype());
-    let float = matches!(x, DType::F32 | DType::F16 | DType::BF16);
-    if !float || x != gamma || x != beta {
+    if !affine_dtypes_supported(x, gamma, beta) {
         return Some(GroupNormUnfused::DType { x, gamma, beta });
     }
     None

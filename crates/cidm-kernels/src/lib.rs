@@ -16,14 +16,28 @@
 //! It dispatches the same way and hands back a [`GroupNormUnfused`] reason where it does not
 //! apply, so the caller runs its plain norm.
 //!
+//! [`fused_layer_norm`] is `torch.nn.LayerNorm` over the last dimension: one kernel walks
+//! each row (mean, variance of the centred values, then the normalised, scaled and shifted
+//! output); its backward is one kernel per row for the input's gradient and column sums over
+//! ranges of rows for the weights'. It dispatches like the others ([`LayerNormUnfused`]).
+//!
+//! [`fused_geglu`] is the GEGLU of the UNet's feed-forward blocks, `hidden * gelu(gate)` from
+//! the two halves of its input, one kernel each way; its backward uses GELU's exact
+//! derivative and writes both halves of the input's gradient at once ([`GegluUnfused`]).
+//!
 //! The features `wgpu` and `cuda` compile the kernels for those runtimes; without either,
-//! the crate has no CubeCL dependency and both entry points always decline. Setting
-//! `CIDM_FUSED_ATTENTION=0` ([`SWITCH_VAR`]) or `CIDM_FUSED_GROUP_NORM=0`
-//! ([`GROUP_NORM_SWITCH_VAR`]) forces that plain path, and [`set_fused_attention`] and
-//! [`set_fused_group_norm`] do so from code, at run time.
+//! the crate has no CubeCL dependency and every entry point always declines. Setting
+//! `CIDM_FUSED_ATTENTION=0` ([`SWITCH_VAR`]), `CIDM_FUSED_GROUP_NORM=0`
+//! ([`GROUP_NORM_SWITCH_VAR`]), `CIDM_FUSED_LAYER_NORM=0` ([`LAYER_NORM_SWITCH_VAR`]) or
+//! `CIDM_FUSED_GEGLU=0` ([`GEGLU_SWITCH_VAR`]) forces that plain path, and
+//! [`set_fused_attention`], [`set_fused_group_norm`], [`set_fused_layer_norm`] and
+//! [`set_fused_geglu`] do so from code, at run time.
 
 mod attention;
+mod geglu;
 mod group_norm;
+mod layer_norm;
+mod norm_inputs;
 mod stats;
 mod switch;
 mod unfused;
@@ -32,10 +46,17 @@ mod unfused;
 mod cube;
 
 pub use attention::{fused_attention, MAX_HEAD_DIM};
+pub use geglu::{fused_geglu, GegluUnfused};
 pub use group_norm::{fused_group_norm, GroupNormOptions, GroupNormUnfused};
-pub use stats::{dispatch_counts, group_norm_dispatch_counts, DispatchCounts};
+pub use layer_norm::{fused_layer_norm, LayerNormUnfused};
+pub use stats::{
+    dispatch_counts, geglu_dispatch_counts, group_norm_dispatch_counts, layer_norm_dispatch_counts,
+    DispatchCounts,
+};
 pub use switch::{
-    fused_attention_enabled, fused_group_norm_enabled, set_fused_attention, set_fused_group_norm,
-    GROUP_NORM_SWITCH_VAR, SWITCH_VAR,
+    fused_attention_enabled, fused_geglu_enabled, fused_group_norm_enabled,
+    fused_layer_norm_enabled, set_fused_attention, set_fused_geglu, set_fused_group_norm,
+    set_fused_layer_norm, GEGLU_SWITCH_VAR, GROUP_NORM_SWITCH_VAR, LAYER_NORM_SWITCH_VAR,
+    SWITCH_VAR,
 };
 pub use unfused::{Unfused, UnfusedReason};

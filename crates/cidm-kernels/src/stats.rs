@@ -43,6 +43,10 @@ impl Counter {
 pub(crate) static ATTENTION: Counter = Counter::new();
 /// Calls of [`crate::fused_group_norm`].
 pub(crate) static GROUP_NORM: Counter = Counter::new();
+/// Calls of [`crate::fused_layer_norm`].
+pub(crate) static LAYER_NORM: Counter = Counter::new();
+/// Calls of [`crate::fused_geglu`].
+pub(crate) static GEGLU: Counter = Counter::new();
 
 /// The current [`DispatchCounts`] of [`crate::fused_attention`] (`unfused`: calls that
 /// returned [`crate::Unfused`]).
@@ -53,4 +57,14 @@ pub fn dispatch_counts() -> DispatchCounts {
 /// The current [`DispatchCounts`] of [`crate::fused_group_norm`].
 pub fn group_norm_dispatch_counts() -> DispatchCounts {
     GROUP_NORM.counts()
+}
+
+/// The current [`DispatchCounts`] of [`crate::fused_layer_norm`].
+pub fn layer_norm_dispatch_counts() -> DispatchCounts {
+    LAYER_NORM.counts()
+}
+
+/// The current [`DispatchCounts`] of [`crate::fused_geglu`].
+pub fn geglu_dispatch_counts() -> DispatchCounts {
+    GEGLU.counts()
 }

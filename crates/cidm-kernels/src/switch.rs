@@ -12,6 +12,14 @@ pub const SWITCH_VAR: &str = "CIDM_FUSED_ATTENTION";
 /// [`set_fused_group_norm`] overrides it.
 pub const GROUP_NORM_SWITCH_VAR: &str = "CIDM_FUSED_GROUP_NORM";
 
+/// Environment variable that turns the fused layer norm off, read like [`SWITCH_VAR`];
+/// [`set_fused_layer_norm`] overrides it.
+pub const LAYER_NORM_SWITCH_VAR: &str = "CIDM_FUSED_LAYER_NORM";
+
+/// Environment variable that turns the fused GEGLU off, read like [`SWITCH_VAR`];
+/// [`set_fused_geglu`] overrides it.
+pub const GEGLU_SWITCH_VAR: &str = "CIDM_FUSED_GEGLU";
+
 /// [`Switch::state`]'s values: follow the variable, forced on, forced off.
 const FOLLOW_ENV: u8 = 0;
 const FORCED_ON: u8 = 1;
@@ -58,6 +66,10 @@ impl Switch {
 pub(crate) static ATTENTION: Switch = Switch::new(SWITCH_VAR);
 /// The switch of [`crate::fused_group_norm`].
 pub(crate) static GROUP_NORM: Switch = Switch::new(GROUP_NORM_SWITCH_VAR);
+/// The switch of [`crate::fused_layer_norm`].
+pub(crate) static LAYER_NORM: Switch = Switch::new(LAYER_NORM_SWITCH_VAR);
+/// The switch of [`crate::fused_geglu`].
+pub(crate) static GEGLU: Switch = Switch::new(GEGLU_SWITCH_VAR);
 
 /// Whether [`crate::fused_attention`] may use the fused kernel: the override of
 /// [`set_fused_attention`] if one is set, else [`SWITCH_VAR`]. "May": the kernel still only
@@ -84,6 +96,30 @@ pub fn fused_group_norm_enabled() -> bool {
 /// does [`SWITCH_VAR`].
 pub fn set_fused_group_norm(enabled: Option<bool>) {
     GROUP_NORM.set(enabled);
+}
+
+/// Whether [`crate::fused_layer_norm`] may use the fused kernels, as
+/// [`fused_attention_enabled`] says for the attention.
+pub fn fused_layer_norm_enabled() -> bool {
+    LAYER_NORM.enabled()
+}
+
+/// Overrides [`LAYER_NORM_SWITCH_VAR`] for the whole process, as [`set_fused_attention`]
+/// does [`SWITCH_VAR`].
+pub fn set_fused_layer_norm(enabled: Option<bool>) {
+    LAYER_NORM.set(enabled);
+}
+
+/// Whether [`crate::fused_geglu`] may use the fused kernels, as [`fused_attention_enabled`]
+/// says for the attention.
+pub fn fused_geglu_enabled() -> bool {
+    GEGLU.enabled()
+}
+
+/// Overrides [`GEGLU_SWITCH_VAR`] for the whole process, as [`set_fused_attention`] does
+/// [`SWITCH_VAR`].
+pub fn set_fused_geglu(enabled: Option<bool>) {
+    GEGLU.set(enabled);
 }
 
 /// The switch from an override state and the variable's setting (asked only when needed).

@@ -11,13 +11,13 @@
 
 mod common;
 
-use common::{assert_close, to_vec, values, Gpu, GpuPlain, TOL_F32};
+use common::{assert_close, assert_norm_close, to_vec, Gpu, GpuPlain, NormInputs, TOL_F32};
 
 use burn::backend::wgpu::WgpuDevice;
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::module::Param;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use cidm_diffusion::nn::GroupNorm;
 use cidm_kernels::{
     fused_group_norm, group_norm_dispatch_counts, GroupNormOptions, GroupNormUnfused,
@@ -25,86 +25,35 @@ use cidm_kernels::{
 
 const EPS: f64 = 1e-5;
 
-/// Inputs of one case: x (times `spread`, plus `offset`), the affine weights (scale around
-/// 1, shift around 0) and the weights `w` of the loss `sum(out * w)`, whose gradient with
-/// respect to the output is `w`.
+/// One case: the inputs, and the norm's groups and activation.
 struct Case<const D: usize> {
-    shape: [usize; D],
+    inputs: NormInputs<D>,
     groups: usize,
     silu: bool,
-    x: Vec<f32>,
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
-    w: Vec<f32>,
 }
 
 impl<const D: usize> Case<D> {
     fn new(shape: [usize; D], groups: usize, silu: bool, offset: f32) -> Self {
-        let len = shape.iter().product();
-        let channels = shape[1];
-        let seed = shape.iter().fold(groups as u64, |s, &d| s * 31 + d as u64);
         Self {
-            shape,
+            inputs: NormInputs::new(shape, shape[1], groups as u64, offset),
             groups,
             silu,
-            x: values(seed, len).iter().map(|v| v + offset).collect(),
-            gamma: values(seed + 1, channels)
-                .iter()
-                .map(|v| 1.0 + v / 4.0)
-                .collect(),
-            beta: values(seed + 2, channels).iter().map(|v| v / 4.0).collect(),
-            w: values(seed + 3, len),
         }
     }
 
     fn name(&self) -> String {
         format!(
             "x {:?} groups {} silu {}",
-            self.shape, self.groups, self.silu
+            self.inputs.shape, self.groups, self.silu
         )
-    }
-
-    /// Output and gradients of x, gamma, beta through `norm` on `Autodiff<B>`.
-    fn run<B: Backend>(
-        &self,
-        device: &B::Device,
-        dtype: DType,
-        norm: impl FnOnce(
-            Tensor<Autodiff<B>, D>,
-            Tensor<Autodiff<B>, 1>,
-            Tensor<Autodiff<B>, 1>,
-        ) -> Tensor<Autodiff<B>, D>,
-    ) -> [Vec<f32>; 4] {
-        let channels = [self.shape[1]];
-        let tensor = |data: &[f32], shape| {
-            Tensor::<Autodiff<B>, D>::from_data(TensorData::new(data.to_vec(), shape), device)
-                .cast(dtype)
-        };
-        let weight = |data: &[f32]| {
-            Tensor::<Autodiff<B>, 1>::from_data(TensorData::new(data.to_vec(), channels), device)
-                .cast(dtype)
-                .require_grad()
-        };
-        let x = tensor(&self.x, self.shape).require_grad();
-        let (gamma, beta) = (weight(&self.gamma), weight(&self.beta));
-        let out = norm(x.clone(), gamma.clone(), beta.clone());
-        let grads = (out.clone() * tensor(&self.w, self.shape))
-            .cast(DType::F32)
-            .sum()
-            .backward();
-        [
-            to_vec(out),
-            to_vec(x.grad(&grads).expect("gradient of x")),
-            to_vec(gamma.grad(&grads).expect("gradient of gamma")),
-            to_vec(beta.grad(&grads).expect("gradient of beta")),
-        ]
     }
 
     /// The reference: the core's plain group norm on Flex, f32.
     fn reference(&self) -> [Vec<f32>; 4] {
-        self.run::<Flex>(&Default::default(), DType::F32, |x, gamma, beta| {
-            core_norm(x, gamma, beta, self.groups, self.silu)
-        })
+        self.inputs
+            .run::<Flex>(&Default::default(), DType::F32, |x, gamma, beta| {
+                core_norm(x, gamma, beta, self.groups, self.silu)
+            })
     }
 
     fn options(&self) -> GroupNormOptions {
@@ -118,17 +67,13 @@ impl<const D: usize> Case<D> {
     /// The fused kernels on `B` (which must take them) against the reference.
     fn check<B: Backend>(&self, device: &B::Device) {
         let want = self.reference();
-        let got = self.run::<B>(device, DType::F32, |x, gamma, beta| {
+        let got = self.inputs.run::<B>(device, DType::F32, |x, gamma, beta| {
             fused_group_norm(&x, &gamma, &beta, self.options())
                 .unwrap_or_else(|reason| panic!("the fused kernels did not run: {reason}"))
         });
-        for (name, (g, w)) in NAMES.iter().zip(got.iter().zip(&want)) {
-            assert_close(&format!("{name} {}", self.name()), g, w, TOL_F32);
-        }
+        assert_norm_close(&self.name(), &got, &want, TOL_F32);
     }
 }
-
-const NAMES: [&str; 4] = ["output", "dx", "dgamma", "dbeta"];
 
 /// `cidm_diffusion::nn::GroupNorm` with these weights, then SiLU when `silu`.
 fn core_norm<B: Backend, const D: usize>(
@@ -192,13 +137,14 @@ fn other_ranks_match_the_plain_norm() {
 fn a_large_mean_keeps_the_variance() {
     let device = WgpuDevice::default();
     let case = Case::new([2, 32, 48, 48], 4, false, 1000.0);
-    let got = case.run::<Gpu>(&device, DType::F32, |x, gamma, beta| {
+    let inputs = &case.inputs;
+    let got = inputs.run::<Gpu>(&device, DType::F32, |x, gamma, beta| {
         fused_group_norm(&x, &gamma, &beta, case.options()).expect("fused on Wgpu")
     });
-    let [batch, channels, h, w] = case.shape;
+    let [batch, channels, h, w] = inputs.shape;
     let per_group = channels / case.groups * h * w;
-    let mut want = vec![0.0f32; case.x.len()];
-    for (block, values) in case.x.chunks(per_group).enumerate() {
+    let mut want = vec![0.0f32; inputs.x.len()];
+    for (block, values) in inputs.x.chunks(per_group).enumerate() {
         let n = per_group as f64;
         let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
         let var = values
@@ -210,7 +156,7 @@ fn a_large_mean_keeps_the_variance() {
             let index = block * per_group + i;
             let c = (index / (h * w)) % channels;
             let xhat = (v as f64 - mean) / (var + EPS).sqrt();
-            want[index] = (xhat * case.gamma[c] as f64 + case.beta[c] as f64) as f32;
+            want[index] = (xhat * inputs.gamma[c] as f64 + inputs.beta[c] as f64) as f32;
         }
     }
     assert_eq!(want.len(), batch * channels * h * w);
@@ -229,29 +175,14 @@ fn inference_matches_the_plain_norm() {
     let device = WgpuDevice::default();
     let case = Case::new([2, 320, 8, 8], 32, true, 0.0);
     let want = &case.reference()[0];
-    let inputs = |device| {
-        let x = Tensor::<Gpu, 4>::from_data(TensorData::new(case.x.clone(), case.shape), device);
-        let weight = |data: &[f32]| {
-            Tensor::<Gpu, 1>::from_data(TensorData::new(data.to_vec(), [320]), device)
-        };
-        (x, weight(&case.gamma), weight(&case.beta))
-    };
-    let (x, gamma, beta) = inputs(&device);
-    let got = fused_group_norm(&x, &gamma, &beta, case.options()).expect("fused on Wgpu");
-    assert_close("inference under fusion", &to_vec(got), want, TOL_F32);
-
-    let x = Tensor::<GpuPlain, 4>::from_data(TensorData::new(case.x.clone(), case.shape), &device);
-    let weight = |data: &[f32]| {
-        Tensor::<GpuPlain, 1>::from_data(TensorData::new(data.to_vec(), [320]), &device)
-    };
-    let got = fused_group_norm(
-        &x,
-        &weight(&case.gamma),
-        &weight(&case.beta),
-        case.options(),
-    )
-    .expect("fused on the plain cube backend");
-    assert_close("inference without fusion", &to_vec(got), want, TOL_F32);
+    let got = case.inputs.infer::<Gpu>(&device, |x, gamma, beta| {
+        fused_group_norm(&x, &gamma, &beta, case.options()).expect("fused on Wgpu")
+    });
+    assert_close("inference under fusion", &got, want, TOL_F32);
+    let got = case.inputs.infer::<GpuPlain>(&device, |x, gamma, beta| {
+        fused_group_norm(&x, &gamma, &beta, case.options()).expect("fused without fusion")
+    });
+    assert_close("inference without fusion", &got, want, TOL_F32);
 }
 
 /// f16 at the largest groups of Stable Diffusion 1.5 (its up blocks' 640-channel ResNets at
@@ -264,11 +195,7 @@ fn inference_matches_the_plain_norm() {
 fn half_precision_at_sd15_size() {
     let device = WgpuDevice::default();
     let mut case = Case::new([1, 640, 64, 64], 32, true, 0.5);
-    for data in [&mut case.x, &mut case.gamma, &mut case.beta, &mut case.w] {
-        for x in data.iter_mut() {
-            *x = half::f16::from_f32(*x).to_f32();
-        }
-    }
+    case.inputs.round_to_f16();
     let probe = Tensor::<Gpu, 1>::ones([640], &device).cast(DType::F16);
     let x = Tensor::<Gpu, 4>::zeros([1, 640, 1, 1], &device).cast(DType::F16);
     match fused_group_norm(&x, &probe, &probe, case.options()) {
@@ -278,14 +205,15 @@ fn half_precision_at_sd15_size() {
         }
         Ok(_) => {
             let want = case.reference();
-            let got = case.run::<Gpu>(&device, DType::F16, |x, gamma, beta| {
-                let out = fused_group_norm(&x, &gamma, &beta, case.options()).expect("fused f16");
-                assert_eq!(out.dtype(), DType::F16);
-                out
-            });
-            for (name, (g, w)) in NAMES.iter().zip(got.iter().zip(&want)) {
-                assert_close(&format!("f16 {name}"), g, w, 1e-2);
-            }
+            let got = case
+                .inputs
+                .run::<Gpu>(&device, DType::F16, |x, gamma, beta| {
+                    let out =
+                        fused_group_norm(&x, &gamma, &beta, case.options()).expect("fused f16");
+                    assert_eq!(out.dtype(), DType::F16);
+                    out
+                });
+            assert_norm_close("f16", &got, &want, 1e-2);
             eprintln!("f16 tested: the adapter supports f16 shaders");
         }
     }
@@ -298,16 +226,16 @@ fn the_core_norm_runs_the_kernels() {
     let device = WgpuDevice::default();
     let case = Case::new([2, 64, 8, 8], 32, true, 0.0);
     let before = group_norm_dispatch_counts().fused;
-    let got = case.run::<Gpu>(&device, DType::F32, |x, gamma, beta| {
-        core_norm(x, gamma, beta, 32, true)
-    });
+    let got = case
+        .inputs
+        .run::<Gpu>(&device, DType::F32, |x, gamma, beta| {
+            core_norm(x, gamma, beta, 32, true)
+        });
     assert!(
         group_norm_dispatch_counts().fused > before,
         "GroupNorm on wgpu did not take the fused kernels"
     );
-    for (name, (g, w)) in NAMES.iter().zip(got.iter().zip(&case.reference())) {
-        assert_close(&format!("core {name}"), g, w, TOL_F32);
-    }
+    assert_norm_close("core", &got, &case.reference(), TOL_F32);
 }
 
 /// What the kernels do not take is refused with its reason while the caller keeps its

@@ -1,8 +1,9 @@
 //! Issue 8's GPU benchmark, our side: times the five workloads of a CIDM generation and
-//! training stack, and attention and GroupNorm alone at the UNet's shapes (fused kernels
-//! against the plain paths, checked against each other), on the backend the `cidm` features select (`cuda`,
-//! `cuda,f16`, `wgpu`, or the default CPU backend), for SD 1.5's UNet config with random
-//! weights (`--config sd15`) or a tiny one that runs in seconds on a CPU (`--config tiny`).
+//! training stack, and attention, GroupNorm, LayerNorm and GEGLU alone at the UNet's shapes (fused
+//! kernels against the plain paths, checked against each other), on the backend the `cidm`
+//! features select (`cuda`, `cuda,f16`, `wgpu`, or the default CPU backend), for SD 1.5's
+//! UNet config with random weights (`--config sd15`) or a tiny one that runs in seconds on a
+//! CPU (`--config tiny`).
 //!
 //! It prints one line per measurement (format in `gpu_bench/report.rs`) on stdout, logs on
 //! stderr, and writes the records as JSON with `--json`. `gpu_bench profile` instead
@@ -20,10 +21,17 @@ mod attention;
 mod check;
 #[path = "gpu_bench/error.rs"]
 mod error;
+#[path = "gpu_bench/fused_op.rs"]
+mod fused_op;
+#[path = "gpu_bench/geglu.rs"]
+mod geglu;
 #[path = "gpu_bench/group_norm.rs"]
 mod group_norm;
+#[path = "gpu_bench/layer_norm.rs"]
+mod layer_norm;
 #[path = "gpu_bench/memory.rs"]
 mod memory;
+
 #[path = "gpu_bench/profile.rs"]
 mod profile;
 #[path = "gpu_bench/report.rs"]
@@ -68,6 +76,10 @@ enum Workload {
     Attention,
     /// GroupNorm plus SiLU alone at the ResNet blocks' shapes, the same way.
     GroupNorm,
+    /// LayerNorm alone at the transformer blocks' shapes, the same way.
+    LayerNorm,
+    /// GEGLU alone at the feed-forward blocks' shapes, the same way.
+    Geglu,
 }
 
 /// Command line: the benchmark's options, or a subcommand.
@@ -290,30 +302,60 @@ fn run(args: &Args) -> Result<bool> {
         }
     }
 
+    if selected(Workload::LayerNorm) {
+        for shape in layer_norm::shapes(&setup) {
+            tracing::info!(?shape, "layer norm");
+            let name = shape.name();
+            let train = name.replacen("ln_", "ln_train_", 1);
+            let forward = layer_norm::forward(shape, reps).records(&name);
+            let backward = layer_norm::forward_backward(shape, reps).records(&train);
+            for (name, measured) in forward.into_iter().chain(backward) {
+                emit(name, measured);
+            }
+        }
+    }
+
+    if selected(Workload::Geglu) {
+        for shape in layer_norm::shapes(&setup) {
+            tracing::info!(?shape, "GEGLU");
+            let name = geglu::name(shape);
+            let train = name.replacen("geglu_", "geglu_train_", 1);
+            let forward = geglu::forward(shape, reps).records(&name);
+            let backward = geglu::forward_backward(shape, reps).records(&train);
+            for (name, measured) in forward.into_iter().chain(backward) {
+                emit(name, measured);
+            }
+        }
+    }
+
     // A fallback would look like a slow kernel: say which path the kernels' calls took.
-    let attention_calls = cidm::kernels::dispatch_counts();
-    let group_norm_calls = cidm::kernels::group_norm_dispatch_counts();
-    tracing::info!(
-        fused = attention_calls.fused,
-        unfused = attention_calls.unfused,
-        "attention calls by path"
-    );
-    tracing::info!(
-        fused = group_norm_calls.fused,
-        unfused = group_norm_calls.unfused,
-        "group-norm calls by path"
-    );
+    let calls = [
+        ("attention", cidm::kernels::dispatch_counts()),
+        ("group_norm", cidm::kernels::group_norm_dispatch_counts()),
+        ("layer_norm", cidm::kernels::layer_norm_dispatch_counts()),
+        ("geglu", cidm::kernels::geglu_dispatch_counts()),
+    ];
+    for (kernel, counts) in calls {
+        tracing::info!(
+            fused = counts.fused,
+            unfused = counts.unfused,
+            "{} calls by path",
+            kernel.replace('_', "-")
+        );
+    }
     let all_ok = records.iter().all(|r| r.error.is_none());
     if let Some(path) = &args.json {
-        let report = serde_json::json!({
+        let mut report = serde_json::json!({
             "config": format!("{:?}", args.config).to_lowercase(),
             "backend": backend::NAME,
             "dtype": dtype,
             "warmup": args.warmup,
-            "attention_calls": { "fused": attention_calls.fused, "unfused": attention_calls.unfused },
-            "group_norm_calls": { "fused": group_norm_calls.fused, "unfused": group_norm_calls.unfused },
             "records": records,
         });
+        for (kernel, counts) in calls {
+            report[format!("{kernel}_calls")] =
+                serde_json::json!({ "fused": counts.fused, "unfused": counts.unfused });
+        }
         std::fs::write(path, serde_json::to_string_pretty(&report)?).map_err(|source| {
             BenchError::Io {
                 path: path.display().to_string(),

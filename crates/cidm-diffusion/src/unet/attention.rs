@@ -3,7 +3,6 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
@@ -12,7 +11,7 @@ use crate::conditioning::{Conditioning, Regions};
 use crate::error::Result;
 use crate::loading::VarBuilder;
 use crate::lowrank::AdaptableLinear;
-use crate::nn::{attention_upcast, linear, LayerNorm};
+use crate::nn::{attention_upcast, geglu, linear, LayerNorm};
 
 /// Multi-head attention with adaptable projections `to_q`, `to_k`, `to_v` (biased only in the
 /// VAE) and `to_out.0` (with bias): `softmax(Q K^T / sqrt(d)) V` per head.
@@ -195,13 +194,9 @@ impl<B: Backend> FeedForward<B> {
     /// # Shapes
     /// - x: `[batch, tokens, dim]` -> `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [hidden, gate] = self
-            .proj
-            .forward(x)
-            .chunk(2, 2)
-            .try_into()
-            .expect("chunk of an even width gives two halves");
-        self.out.forward(hidden * gelu(gate))
+        let activated =
+            geglu(self.proj.forward(x)).expect("the projection's width, 2 * inner, is even");
+        self.out.forward(activated)
     }
 }
 

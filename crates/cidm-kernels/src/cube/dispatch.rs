@@ -15,13 +15,19 @@ use burn_fusion::Fusion;
 use half::{bf16, f16};
 
 use super::attention::FlashOps;
+use super::geglu::GegluOps;
 use super::group_norm::GroupNormOps;
+use super::host::DeviceDtypes;
+use super::layer_norm::LayerNormOps;
 
 /// The backends the kernels run on: every kernel's operations, implemented for burn-cubecl's
 /// `CubeBackend` and for `Fusion` over it.
-pub(crate) trait CubeOps: FlashOps + GroupNormOps {}
+pub(crate) trait CubeOps:
+    DeviceDtypes + FlashOps + GegluOps + GroupNormOps + LayerNormOps
+{
+}
 
-impl<X: FlashOps + GroupNormOps> CubeOps for X {}
+impl<X: DeviceDtypes + FlashOps + GegluOps + GroupNormOps + LayerNormOps> CubeOps for X {}
 
 /// One fused operation with `N` float inputs and one float output, as run on a concrete
 /// backend with and without autodiff; [`dispatch`] finds the backend.

@@ -8,8 +8,14 @@
 mod attention;
 mod dispatch;
 mod fusion_op;
+mod geglu;
 mod gradients;
 mod group_norm;
+mod host;
+mod layer_norm;
+mod reduce;
 
 pub(crate) use attention::fused as fused_attention;
+pub(crate) use geglu::fused as fused_geglu;
 pub(crate) use group_norm::fused as fused_group_norm;
+pub(crate) use layer_norm::fused as fused_layer_norm;

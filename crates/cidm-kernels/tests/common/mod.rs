@@ -1,10 +1,12 @@
 //! What the kernel tests share: the two wgpu backends the kernels are dispatched on, the f32
-//! tolerance, deterministic inputs and the comparison.
+//! tolerance, deterministic inputs, the inputs of a norm with its output and gradients, and
+//! the comparison.
+#![allow(dead_code)] // Each test binary uses its own part.
 
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
-use burn::backend::Wgpu;
+use burn::backend::{Autodiff, Wgpu};
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor, TensorData};
 
 /// The wgpu backend as burn's `Wgpu` alias builds it here: under burn-fusion.
 pub type Gpu = Wgpu;
@@ -47,5 +49,105 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
             "{what}[{i}]: got {g}, want {w} (tolerance {})",
             tol * magnitude
         );
+    }
+}
+
+/// Inputs of one norm case: x (plus `offset`), affine weights of `features` values (the
+/// channels of a group norm, the row width of a layer norm; scale around 1, shift around 0)
+/// and the weights `w` of the loss `sum(out * w)`, whose gradient with respect to the output
+/// is `w`. All values derive from the shape and `seed`.
+pub struct NormInputs<const D: usize> {
+    pub shape: [usize; D],
+    pub x: Vec<f32>,
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub w: Vec<f32>,
+}
+
+/// The names of [`NormInputs::run`]'s four results, for messages.
+pub const NORM_RESULTS: [&str; 4] = ["output", "dx", "dgamma", "dbeta"];
+
+impl<const D: usize> NormInputs<D> {
+    pub fn new(shape: [usize; D], features: usize, seed: u64, offset: f32) -> Self {
+        let len = shape.iter().product();
+        let seed = shape.iter().fold(seed, |s, &d| s * 31 + d as u64);
+        Self {
+            shape,
+            x: values(seed, len).iter().map(|v| v + offset).collect(),
+            gamma: values(seed + 1, features)
+                .iter()
+                .map(|v| 1.0 + v / 4.0)
+                .collect(),
+            beta: values(seed + 2, features).iter().map(|v| v / 4.0).collect(),
+            w: values(seed + 3, len),
+        }
+    }
+
+    /// Rounds every input to f16, so that an f16 run and the f32 reference see the same
+    /// values.
+    pub fn round_to_f16(&mut self) {
+        for data in [&mut self.x, &mut self.gamma, &mut self.beta, &mut self.w] {
+            for x in data.iter_mut() {
+                *x = half::f16::from_f32(*x).to_f32();
+            }
+        }
+    }
+
+    /// Output and gradients of x, gamma, beta through `norm` on `Autodiff<B>`, the inputs
+    /// cast to `dtype`.
+    pub fn run<B: Backend>(
+        &self,
+        device: &B::Device,
+        dtype: DType,
+        norm: impl FnOnce(
+            Tensor<Autodiff<B>, D>,
+            Tensor<Autodiff<B>, 1>,
+            Tensor<Autodiff<B>, 1>,
+        ) -> Tensor<Autodiff<B>, D>,
+    ) -> [Vec<f32>; 4] {
+        let features = [self.gamma.len()];
+        let tensor = |data: &[f32], shape| {
+            Tensor::<Autodiff<B>, D>::from_data(TensorData::new(data.to_vec(), shape), device)
+                .cast(dtype)
+        };
+        let weight = |data: &[f32]| {
+            Tensor::<Autodiff<B>, 1>::from_data(TensorData::new(data.to_vec(), features), device)
+                .cast(dtype)
+                .require_grad()
+        };
+        let x = tensor(&self.x, self.shape).require_grad();
+        let (gamma, beta) = (weight(&self.gamma), weight(&self.beta));
+        let out = norm(x.clone(), gamma.clone(), beta.clone());
+        let grads = (out.clone() * tensor(&self.w, self.shape))
+            .cast(DType::F32)
+            .sum()
+            .backward();
+        [
+            to_vec(out),
+            to_vec(x.grad(&grads).expect("gradient of x")),
+            to_vec(gamma.grad(&grads).expect("gradient of gamma")),
+            to_vec(beta.grad(&grads).expect("gradient of beta")),
+        ]
+    }
+
+    /// The forward alone on `B` (no autodiff), the inputs in f32.
+    pub fn infer<B: Backend>(
+        &self,
+        device: &B::Device,
+        norm: impl FnOnce(Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>) -> Tensor<B, D>,
+    ) -> Vec<f32> {
+        let features = [self.gamma.len()];
+        let x = Tensor::<B, D>::from_data(TensorData::new(self.x.clone(), self.shape), device);
+        let weight = |data: &[f32]| {
+            Tensor::<B, 1>::from_data(TensorData::new(data.to_vec(), features), device)
+        };
+        to_vec(norm(x, weight(&self.gamma), weight(&self.beta)))
+    }
+}
+
+/// Each of `got` against `want` (as [`NormInputs::run`] returns them) to `tol`.
+pub fn assert_norm_close(what: &str, got: &[Vec<f32>; 4], want: &[Vec<f32>; 4], tol: f32) {
+    for (name, (g, w)) in NORM_RESULTS.iter().zip(got.iter().zip(want)) {
+        assert_close(&format!("{name} {what}"), g, w, tol);
     }
 }

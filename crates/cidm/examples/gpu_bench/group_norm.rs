@@ -1,8 +1,6 @@
 //! GroupNorm plus SiLU alone, at the shapes of the UNet's ResNet blocks: the fused kernels of
 //! `cidm-kernels` against the plain path (`cidm-diffusion`'s norm with the kernels switched
-//! off), forward on the inference backend and forward plus backward on the training backend.
-//! Before it is timed, every fused result (output, and for training the gradients of x, the
-//! scale and the shift) is checked against the plain one on the same device (`check.rs`).
+//! off), timed and checked as `fused_op.rs` describes.
 
 use burn::module::Param;
 use burn::tensor::backend::Backend;
@@ -13,9 +11,9 @@ use cidm::diffusion::nn::GroupNorm;
 use cidm::kernels::{fused_group_norm, set_fused_group_norm, GroupNormOptions};
 
 use crate::check::{forced, Comparison};
-use crate::error::{BenchError, Result};
-use crate::setup::{sync, Setup};
-use crate::timing::{measure, Timing};
+use crate::error::Result;
+use crate::fused_op::{self, weight, BenchOp};
+use crate::setup::Setup;
 use crate::workloads::Reps;
 
 /// Batch of every shape: the two halves of a guided step.
@@ -73,97 +71,52 @@ pub fn shapes(setup: &Setup) -> Vec<NormShape> {
 
 /// The norm with SiLU on the inference backend.
 pub fn forward(shape: NormShape, reps: Reps) -> Comparison {
-    let device = backend::device();
-    let (x, norm) = inputs::<Selected>(shape, &device);
-    let run = |fused: bool| Ok(vec![normalize(&norm, &x, fused).flatten(0, 3)]);
-    let time = |fused: bool| {
-        measure(reps.warmup, reps.reps, || {
-            run(fused)?;
-            sync::<Selected>(&device)
-        })
-    };
-    compare(&norm, &x, run, time)
+    let (x, norm) = inputs::<Selected>(shape, &backend::device());
+    fused_op::forward(x, norm, reps)
 }
 
-/// Forward plus backward on the training backend: the gradients of x, the scale and the
-/// shift of `sum(out * w)` with a random `w`, so every gradient is non-trivial.
+/// Forward plus backward on the training backend.
 pub fn forward_backward(shape: NormShape, reps: Reps) -> Comparison {
-    let device = backend::device();
-    let (x, norm) = inputs::<Training>(shape, &device);
-    let x = x.require_grad();
-    let weight = Tensor::<Training, 4>::random(x.shape(), Distribution::Normal(0.0, 1.0), &device);
-    let run = |fused: bool| {
-        let out = normalize(&norm, &x, fused);
-        let grads = (out.clone() * weight.clone()).sum().backward();
-        let grad = |t: Tensor<Training, 1>| {
-            t.grad(&grads)
-                .map(Tensor::<Training, 1>::from_inner)
-                .ok_or(BenchError::NoGradient)
-        };
-        let dx = x
-            .grad(&grads)
-            .map(|g| Tensor::<Training, 4>::from_inner(g).flatten(0, 3))
-            .ok_or(BenchError::NoGradient)?;
-        Ok(vec![
-            out.flatten(0, 3),
-            dx,
-            grad(norm.gamma.val())?,
-            grad(norm.beta.val())?,
-        ])
-    };
-    let time = |fused: bool| {
-        measure(reps.warmup, reps.reps, || {
-            run(fused)?;
-            sync::<Training>(&device)
-        })
-    };
-    compare(&norm, &x, run, time)
+    let (x, norm) = inputs::<Training>(shape, &backend::device());
+    fused_op::forward_backward(x, norm, reps)
 }
 
-/// The fused kernels' refusal of these inputs, checked with them switched on, then the
-/// comparison of both paths.
-fn compare<B: Backend>(
-    norm: &GroupNorm<B>,
-    x: &Tensor<B, 4>,
-    run: impl Fn(bool) -> Result<Vec<Tensor<B, 1>>>,
-    time: impl Fn(bool) -> Result<Timing>,
-) -> Comparison {
-    let refusal = || {
+/// The model's norm and SiLU (`GroupNorm::forward_silu`).
+impl<B: Backend> BenchOp<B, 4> for GroupNorm<B> {
+    fn apply(&self, x: &Tensor<B, 4>, fused: bool) -> Result<Tensor<B, 4>> {
+        Ok(forced(set_fused_group_norm, fused, || {
+            self.forward_silu(x.clone())
+        }))
+    }
+
+    fn params(&self) -> Vec<Tensor<B, 1>> {
+        vec![self.gamma.val(), self.beta.val()]
+    }
+
+    fn refusal(&self, x: &Tensor<B, 4>) -> Option<String> {
         let options = GroupNormOptions {
-            groups: norm.num_groups,
-            epsilon: norm.epsilon,
+            groups: self.num_groups,
+            epsilon: self.epsilon,
             silu: true,
         };
         forced(set_fused_group_norm, true, || {
-            fused_group_norm(x, &norm.gamma.val(), &norm.beta.val(), options)
+            fused_group_norm(x, &self.gamma.val(), &self.beta.val(), options)
         })
         .err()
         .map(|unfused| unfused.to_string())
-    };
-    Comparison::new(refusal, x.dtype().size() < 4, run, time)
+    }
 }
 
-/// The model's norm and SiLU (`GroupNorm::forward_silu`) with the kernels forced on
-/// (`fused`) or off.
-fn normalize<B: Backend>(norm: &GroupNorm<B>, x: &Tensor<B, 4>, fused: bool) -> Tensor<B, 4> {
-    forced(set_fused_group_norm, fused, || norm.forward_silu(x.clone()))
-}
-
-/// Standard-normal x, and a norm whose scale is drawn around 1 and shift around 0 (as
-/// trained weights are), so neither the affine step nor its gradients are trivial.
+/// Standard-normal x and a norm with random weights ([`weight`]).
 fn inputs<B: Backend>(shape: NormShape, device: &B::Device) -> (Tensor<B, 4>, GroupNorm<B>) {
     let x = Tensor::random(
         [BATCH, shape.channels, shape.side, shape.side],
         Distribution::Normal(0.0, 1.0),
         device,
     );
-    let weight = |mean| {
-        let values = Tensor::random([shape.channels], Distribution::Normal(mean, 0.5), device);
-        Param::from_tensor(values)
-    };
     let norm = GroupNorm {
-        gamma: weight(1.0),
-        beta: weight(0.0),
+        gamma: Param::from_tensor(weight(shape.channels, 1.0, device)),
+        beta: Param::from_tensor(weight(shape.channels, 0.0, device)),
         num_groups: shape.groups,
         epsilon: shape.epsilon,
     };

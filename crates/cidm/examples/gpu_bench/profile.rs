@@ -32,8 +32,8 @@ pub enum Part {
     /// Matrix products: the linear layers (projections, feed-forward) and plain attention's.
     Matmul,
     /// Reductions: GroupNorm and LayerNorm (torch: the whole norm; ours: the fused group-norm
-    /// kernels, and the statistics of a plain norm, whose normalising arithmetic counts as
-    /// elementwise), sums, means, the loss.
+    /// and layer-norm kernels, and the statistics of a plain norm, whose normalising
+    /// arithmetic counts as elementwise), sums, means, the loss.
     Norm,
     /// Elementwise arithmetic and activations, fused or not, and the optimizer's updates.
     Elementwise,
@@ -58,8 +58,10 @@ impl Part {
     /// The part of one of our kernels, by its CubeCL name (as the profiler prints it, e.g.
     /// `DirectConv2dKernel | CudaRuntime`). Convolutions come before matrix products: cubek's
     /// implicit-GEMM convolutions launch as `MatmulEntry` with convolution types among its
-    /// generic arguments (`SimpleConv`, `BiasStageFamily`). The `top` lines print the names,
-    /// so a kernel this sorts wrongly shows there.
+    /// generic arguments (`SimpleConv`, `BiasStageFamily`). `SumSplitsKernel` counts as
+    /// attention: it adds up the flash backward's key/value partial sums (megabytes), and
+    /// also the layer norm's weight-gradient partial sums (kilobytes). The `top` lines print
+    /// the names, so a kernel this sorts wrongly shows there.
     pub fn of_kernel(name: &str) -> Part {
         let name = name.to_ascii_lowercase();
         let has = |words: &[&str]| words.iter().any(|w| name.contains(w));
@@ -69,7 +71,7 @@ impl Part {
             Part::Conv
         } else if has(&["matmul", "gemm"]) {
             Part::Matmul
-        } else if has(&["reduce", "groupnorm"]) {
+        } else if has(&["reduce", "groupnorm", "layernorm"]) {
             Part::Norm
         } else if has(&[
             "copy",
@@ -481,6 +483,8 @@ mod tests {
             ("ReduceKernelFused", Part::Norm),
             ("GroupNormStatsKernel", Part::Norm),
             ("GroupNormChannelSumsKernel", Part::Norm),
+            ("LayerNormForwardKernel", Part::Norm),
+            ("LayerNormParamPartialsKernel", Part::Norm),
             ("ElemwiseFuse", Part::Elementwise),
             ("KernelBinop | DivOp", Part::Elementwise),
             ("CopyKernelPack", Part::Layout),

@@ -8,10 +8,10 @@
 //! rows (it also writes `D`), [`flash_backward_dkdv_kernel`] over key rows and, as a third
 //! grid dimension, over ranges of query rows; both stream the other side through shared
 //! memory in tiles and accumulate in f32. Each query range writes its partial sums of dK and
-//! dV in f32, and [`sum_splits_kernel`] adds them up into the gradients. The split exists for
-//! cross-attention, whose 77 keys give a dK/dV grid of a few cubes per head: without it, a
-//! handful of units would each walk through all 4096 query rows of SD 1.5's largest layers
-//! while the rest of the GPU idles.
+//! dV in f32, and `sum_splits_kernel` (shared, in `cube::reduce`) adds them up into the
+//! gradients. The split exists for cross-attention, whose 77 keys give a dK/dV grid of a few
+//! cubes per head: without it, a handful of units would each walk through all 4096 query rows
+//! of SD 1.5's largest layers while the rest of the GPU idles.
 // Tile counts are written `(len + tile - 1) / tile` in the kernels: plain integer arithmetic
 // on a runtime length and a comptime tile, which the `#[cube]` expansion takes as is.
 #![allow(clippy::manual_div_ceil)]
@@ -202,25 +202,5 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
             part_k[part_base + c] = dk[c] * scale;
             part_v[part_base + c] = dv[c];
         }
-    }
-}
-
-/// `out = sum over s of part[s]`, cast to `E`: the gradient from the f32 partial sums of
-/// the query ranges, `part` `[splits, len]` and `out` `[len]`, one unit per element.
-#[cube(launch)]
-pub(crate) fn sum_splits_kernel<E: Float>(
-    part: &Tensor<f32>,
-    out: &mut Tensor<E>,
-    splits: u32,
-    #[define(E)] _dtype: StorageType,
-) {
-    let len = out.len();
-    let idx = ABSOLUTE_POS;
-    if idx < len {
-        let mut sum = f32::new(0.0);
-        for s in 0..splits as usize {
-            sum += part[s * len + idx];
-        }
-        out[idx] = E::cast_from(sum);
     }
 }

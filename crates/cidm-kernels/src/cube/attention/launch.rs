@@ -1,16 +1,13 @@
 //! Host side of the kernels: layout, tile size and launch on burn's `CubeTensor`s.
 
 use burn::tensor::{DType, Shape, TensorMetadata};
-use burn_cubecl::{
-    kernel::into_contiguous, ops::numeric::empty_device_dtype, tensor::CubeTensor, CubeRuntime,
-};
-use cubecl::{calculate_cube_count_elemwise, prelude::*};
+use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
+use cubecl::prelude::*;
 
-use super::backward_kernel::{
-    flash_backward_dkdv_kernel, flash_backward_dq_kernel, sum_splits_kernel,
-};
+use super::backward_kernel::{flash_backward_dkdv_kernel, flash_backward_dq_kernel};
 use super::forward_kernel::{flash_forward_kernel, ROWS_PER_CUBE};
 use super::tile::padded_width;
+use crate::cube::host::{empty_on, sum_splits, supports_dtype};
 
 /// Most rows of keys (or queries) held in shared memory at once.
 const MAX_TILE: usize = 64;
@@ -41,8 +38,6 @@ const MIN_SPLIT_ROWS: usize = 256;
 /// Cubes the dK/dV kernel aims for on a device that does not report its multiprocessor
 /// count (wgpu): enough to occupy a large GPU.
 const DEFAULT_TARGET_CUBES: usize = 512;
-/// Units per cube of the kernel that adds up the partial sums.
-const SUM_UNITS: u32 = 256;
 
 /// How the dK/dV kernel splits the `len_q` query rows into ranges, each a third grid
 /// dimension: `(splits, rows per range)`. A grid of `key_cubes` cubes (key-row blocks times
@@ -85,10 +80,12 @@ pub(crate) fn device_supports<R: CubeRuntime>(
     dtype: DType,
     head_dim: usize,
 ) -> bool {
-    let client = R::client(device);
-    let properties = client.properties();
-    properties.supports_type(StorageType::from(dtype))
-        && properties.hardware.max_shared_memory_size >= shared_bytes_per_row(head_dim)
+    supports_dtype::<R>(device, dtype)
+        && R::client(device)
+            .properties()
+            .hardware
+            .max_shared_memory_size
+            >= shared_bytes_per_row(head_dim)
 }
 
 /// Forward pass: `(softmax(q k^T * scale) v, logsumexp of the scaled scores per row)`; the
@@ -103,20 +100,9 @@ pub(crate) fn forward<R: CubeRuntime>(
     let [batch, heads, len_q, head_dim] = dims4(&q);
     let len_k = dims4(&k)[2];
     let client = q.client.clone();
-    let device = q.device.clone();
     let dtype = q.dtype;
-    let out = empty_device_dtype(
-        client.clone(),
-        device.clone(),
-        Shape::new([batch, heads, len_q, head_dim]),
-        dtype,
-    );
-    let lse = empty_device_dtype(
-        client.clone(),
-        device,
-        Shape::new([batch, heads, len_q]),
-        DType::F32,
-    );
+    let out = empty_on(&q, Shape::new([batch, heads, len_q, head_dim]), dtype);
+    let lse = empty_on(&q, Shape::new([batch, heads, len_q]), DType::F32);
     let tile = tile_rows(&client, head_dim);
     flash_forward_kernel::launch::<R>(
         &client,
@@ -158,11 +144,8 @@ pub(crate) fn backward<R: CubeRuntime>(
     let [batch, heads, len_q, head_dim] = dims4(&q);
     let len_k = dims4(&k)[2];
     let client = q.client.clone();
-    let device = q.device.clone();
     let dtype = q.dtype;
-    let empty = |shape: Shape, dtype: DType| {
-        empty_device_dtype(client.clone(), device.clone(), shape, dtype)
-    };
+    let empty = |shape: Shape, dtype: DType| empty_on(&q, shape, dtype);
     let grad_q = empty(q.shape(), dtype);
     let grad_k = empty(k.shape(), dtype);
     let grad_v = empty(v.shape(), dtype);
@@ -219,18 +202,8 @@ pub(crate) fn backward<R: CubeRuntime>(
         tile,
         dtype.into(),
     );
-    let sum_dim = CubeDim::new_1d(SUM_UNITS);
-    for (part, grad) in [(part_k, &grad_k), (part_v, &grad_v)] {
-        sum_splits_kernel::launch::<R>(
-            &client,
-            calculate_cube_count_elemwise(&client, grad.shape().num_elements(), sum_dim),
-            sum_dim,
-            part.into_tensor_arg(),
-            grad.clone().into_tensor_arg(),
-            splits as u32,
-            dtype.into(),
-        );
-    }
+    sum_splits(part_k, &grad_k, splits);
+    sum_splits(part_v, &grad_v, splits);
     (grad_q, grad_k, grad_v)
 }
 

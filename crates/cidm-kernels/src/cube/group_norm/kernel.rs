@@ -21,6 +21,8 @@
 
 use cubecl::prelude::*;
 
+use crate::cube::reduce::cube_sum_pairs;
+
 /// Units of the cubes that reduce a block or a row: a power of two (the tree reduction
 /// halves it).
 pub(crate) const REDUCE_UNITS: usize = 256;
@@ -45,23 +47,6 @@ fn activation_grad(grad: f32, y: f32, #[comptime] silu: bool) -> f32 {
         out = grad * s * (f32::new(1.0) + y * (f32::new(1.0) - s));
     }
     out
-}
-
-/// Adds up the cube's `units` values of each half of `sums` (`[a_0..a_units, b_0..b_units]`)
-/// into `sums[0]` and `sums[units]`, by halving. Every unit of the cube must call it, after
-/// writing its two values and a barrier.
-#[cube]
-fn cube_sum_pairs(sums: &mut SharedMemory<f32>, #[comptime] units: usize) {
-    let unit = UNIT_POS_X as usize;
-    let mut stride = CUBE_DIM_X as usize / 2;
-    while stride > 0 {
-        if unit < stride {
-            sums[unit] += sums[unit + stride];
-            sums[units + unit] += sums[units + unit + stride];
-        }
-        sync_cube();
-        stride /= 2;
-    }
 }
 
 /// Shifted sums of one chunk of a block: the grid is `(splits, groups, batch)`, cube

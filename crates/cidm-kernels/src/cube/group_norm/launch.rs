@@ -1,10 +1,8 @@
 //! Host side of the group-norm kernels: layout and launch on burn's `CubeTensor`s.
 
 use burn::tensor::{DType, Shape, TensorMetadata};
-use burn_cubecl::{
-    kernel::into_contiguous, ops::numeric::empty_device_dtype, tensor::CubeTensor, CubeRuntime,
-};
-use cubecl::{calculate_cube_count_elemwise, prelude::*};
+use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
+use cubecl::prelude::*;
 
 use super::kernel::{
     group_norm_apply_kernel, group_norm_channel_sums_kernel, group_norm_coefficients_kernel,
@@ -12,9 +10,8 @@ use super::kernel::{
     group_norm_stats_kernel, REDUCE_UNITS,
 };
 use super::GroupNormParams;
+use crate::cube::host::{elementwise, empty_on};
 
-/// Units per cube of the kernels with one unit per value or per channel.
-const ELEMENT_UNITS: u32 = 256;
 /// Values one cube of the statistics adds up, 32 per unit: SD 1.5's groups of 40960 and
 /// 81920 values split into 5 and 10 chunks, 320 cubes in all at batch 2 and batch 1.
 const STATS_CHUNK: usize = 32 * REDUCE_UNITS;
@@ -52,24 +49,6 @@ impl Layout {
     fn blocks(&self) -> usize {
         self.batch * self.groups
     }
-}
-
-/// An uninitialised tensor on `like`'s device.
-fn empty_on<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
-    empty_device_dtype(like.client.clone(), like.device.clone(), shape, dtype)
-}
-
-/// One unit per element of a tensor of `len` values.
-fn elementwise<R: CubeRuntime>(client: &ComputeClient<R>, len: usize) -> (CubeCount, CubeDim) {
-    let dim = CubeDim::new_1d(ELEMENT_UNITS);
-    (calculate_cube_count_elemwise(client, len, dim), dim)
-}
-
-/// Whether the device can run the kernels on tensors of `dtype`.
-pub(crate) fn device_supports<R: CubeRuntime>(device: &R::Device, dtype: DType) -> bool {
-    R::client(device)
-        .properties()
-        .supports_type(StorageType::from(dtype))
 }
 
 /// Forward pass on x `[batch, channels, spatial]`: `(out, mean, rstd)`, the output in x's

@@ -6,11 +6,12 @@ mod launch;
 mod ops;
 
 use burn::backend::Autodiff;
-use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorMetadata, TensorPrimitive};
+use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorPrimitive};
 
 pub(crate) use ops::GroupNormOps;
 
 use super::dispatch::{dispatch, float_primitive, CubeKernel, CubeOps};
+use super::host::check_dtype;
 use crate::{GroupNormOptions, GroupNormUnfused};
 
 /// The settings the kernels take (the epsilon as the f32 they add).
@@ -64,7 +65,7 @@ impl CubeKernel<3> for FusedGroupNorm {
         [x, gamma, beta]: [FloatTensor<X>; 3],
         params: GroupNormParams,
     ) -> Result<FloatTensor<X>, GroupNormUnfused> {
-        check_device::<X>(&x)?;
+        check_dtype::<X>(&x).map_err(|dtype| GroupNormUnfused::Device { dtype })?;
         Ok(X::group_norm_forward(x, gamma, beta, params).0)
     }
 
@@ -73,17 +74,7 @@ impl CubeKernel<3> for FusedGroupNorm {
         [x, gamma, beta]: [FloatTensor<Autodiff<X>>; 3],
         params: GroupNormParams,
     ) -> Result<FloatTensor<Autodiff<X>>, GroupNormUnfused> {
-        check_device::<X>(&x.primitive)?;
+        check_dtype::<X>(&x.primitive).map_err(|dtype| GroupNormUnfused::Device { dtype })?;
         Ok(autodiff::forward::<X>(x, gamma, beta, params))
-    }
-}
-
-/// Whether the device of `x` can run the kernels on its dtype.
-fn check_device<X: GroupNormOps>(x: &FloatTensor<X>) -> Result<(), GroupNormUnfused> {
-    let dtype = x.dtype();
-    if X::group_norm_supported(&X::float_device(x), dtype) {
-        Ok(())
-    } else {
-        Err(GroupNormUnfused::Device { dtype })
     }
 }

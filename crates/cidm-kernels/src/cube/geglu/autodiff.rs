@@ -1,0 +1,33 @@
+//! The fused GEGLU as one node of burn's autodiff graph: its backward is one kernel that
+//! writes both halves of the input's gradient, where the plain ops' backward runs the
+//! product's and GELU's backward and then places each half's gradient into a zero tensor of
+//! the input's shape and adds the two. The node keeps the input alone.
+
+use burn::backend::autodiff::{
+    checkpoint::base::Checkpointer,
+    grads::Gradients,
+    ops::{Backward, Ops},
+    Autodiff,
+};
+use burn::tensor::ops::FloatTensor;
+
+use super::ops::GegluOps;
+use crate::cube::gradients::{record_fused, register_fused};
+
+#[derive(Debug)]
+struct GegluBackward;
+
+impl<B: GegluOps> Backward<B, 1> for GegluBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        register_fused::<B, _, 1>(ops, grads, |x, grad_out| [B::geglu_backward(x, grad_out)]);
+    }
+}
+
+/// Forward on `Autodiff<B>`: the fused forward on the inner tensor, recorded with the fused
+/// backward as its gradient.
+pub(crate) fn forward<B: GegluOps>(x: FloatTensor<Autodiff<B>>) -> FloatTensor<Autodiff<B>> {
+    let out = B::geglu_forward(x.primitive.clone());
+    record_fused(GegluBackward, [x], out, |[x], _| x)
+}

@@ -1,0 +1,94 @@
+//! What the kernels' host sides share: outputs allocated on an input's device, grids of one
+//! unit per value, the sum of split partial results, and the device's support for a dtype
+//! (also as [`DeviceDtypes`], on the backends the kernels are dispatched on).
+
+use burn::tensor::{backend::Backend, DType, Shape, TensorMetadata};
+use burn_cubecl::{
+    ops::numeric::empty_device_dtype, tensor::CubeTensor, BoolElement, CubeBackend, CubeRuntime,
+    FloatElement, IntElement,
+};
+use burn_fusion::{Fusion, FusionBackend};
+use cubecl::{calculate_cube_count_elemwise, prelude::*};
+
+use super::reduce::sum_splits_kernel;
+
+/// Units per cube of the kernels with one unit per value (or per row, channel, block).
+const ELEMENT_UNITS: u32 = 256;
+
+/// An uninitialised tensor on `like`'s device.
+pub(crate) fn empty_on<R: CubeRuntime>(
+    like: &CubeTensor<R>,
+    shape: Shape,
+    dtype: DType,
+) -> CubeTensor<R> {
+    empty_device_dtype(like.client.clone(), like.device.clone(), shape, dtype)
+}
+
+/// One unit per element of a tensor of `len` values.
+pub(crate) fn elementwise<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    len: usize,
+) -> (CubeCount, CubeDim) {
+    let dim = CubeDim::new_1d(ELEMENT_UNITS);
+    (calculate_cube_count_elemwise(client, len, dim), dim)
+}
+
+/// `out = sum over s of part[s]` ([`sum_splits_kernel`]): `part` f32 `[splits, ...]`, `out`
+/// the shape of one split, in its own dtype.
+pub(crate) fn sum_splits<R: CubeRuntime>(part: CubeTensor<R>, out: &CubeTensor<R>, splits: usize) {
+    let client = out.client.clone();
+    let (count, dim) = elementwise(&client, out.shape().num_elements());
+    sum_splits_kernel::launch::<R>(
+        &client,
+        count,
+        dim,
+        part.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        splits as u32,
+        out.dtype.into(),
+    );
+}
+
+/// Whether the device can run kernels on tensors of `dtype` (f16/bf16 need shader support).
+pub(crate) fn supports_dtype<R: CubeRuntime>(device: &R::Device, dtype: DType) -> bool {
+    R::client(device)
+        .properties()
+        .supports_type(StorageType::from(dtype))
+}
+
+/// A backend whose devices say which float dtypes the kernels can run on: burn-cubecl's
+/// `CubeBackend` and `Fusion` over it.
+pub(crate) trait DeviceDtypes: Backend {
+    /// Whether `device` can run kernels on `dtype` tensors.
+    fn dtype_supported(device: &Self::Device, dtype: DType) -> bool;
+}
+
+impl<R, F, I, BT> DeviceDtypes for CubeBackend<R, F, I, BT>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    fn dtype_supported(device: &Self::Device, dtype: DType) -> bool {
+        supports_dtype::<R>(device, dtype)
+    }
+}
+
+impl<B: FusionBackend + DeviceDtypes> DeviceDtypes for Fusion<B> {
+    fn dtype_supported(device: &Self::Device, dtype: DType) -> bool {
+        B::dtype_supported(device, dtype)
+    }
+}
+
+/// `Err(dtype)` when the device of `x` cannot run kernels on x's dtype.
+pub(crate) fn check_dtype<X: DeviceDtypes>(
+    x: &burn::tensor::ops::FloatTensor<X>,
+) -> Result<(), DType> {
+    let dtype = x.dtype();
+    if X::dtype_supported(&X::float_device(x), dtype) {
+        Ok(())
+    } else {
+        Err(dtype)
+    }
+}

@@ -1,0 +1,75 @@
+//! The layer-norm kernels and their burn integration.
+
+mod autodiff;
+mod kernel;
+mod launch;
+mod ops;
+
+use burn::backend::Autodiff;
+use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorPrimitive};
+
+pub(crate) use ops::LayerNormOps;
+
+use super::dispatch::{dispatch, float_primitive, CubeKernel, CubeOps};
+use super::host::check_dtype;
+use crate::LayerNormUnfused;
+
+/// The settings the kernels take (the epsilon as the f32 they add).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerNormParams {
+    pub(crate) epsilon: f32,
+}
+
+/// The fused norm on `B`: x `[rows, dim]` (shapes and dtypes already checked by the caller).
+pub(crate) fn fused<B: Backend>(
+    x: Tensor<B, 2>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+) -> Result<Tensor<B, 2>, LayerNormUnfused> {
+    let dtypes = LayerNormUnfused::DType {
+        x: x.dtype(),
+        gamma: gamma.dtype(),
+        beta: beta.dtype(),
+    };
+    let params = LayerNormParams {
+        epsilon: epsilon as f32,
+    };
+    // Quantized tensors: the caller's dtype check normally keeps them from coming here.
+    let (Some(x), Some(gamma), Some(beta)) = (
+        float_primitive(x),
+        float_primitive(gamma),
+        float_primitive(beta),
+    ) else {
+        return Err(dtypes);
+    };
+    dispatch::<B, FusedLayerNorm, 3>(&[x, gamma, beta], params)
+        .unwrap_or(Err(LayerNormUnfused::Backend))
+        .map(|out| Tensor::from_primitive(TensorPrimitive::Float(out)))
+}
+
+/// The layer norm as a [`CubeKernel`]: inputs `[x, gamma, beta]`.
+struct FusedLayerNorm;
+
+impl CubeKernel<3> for FusedLayerNorm {
+    type Params = LayerNormParams;
+    type Error = LayerNormUnfused;
+
+    /// The forward on a backend without autodiff (the statistics are dropped).
+    fn plain<X: CubeOps>(
+        [x, gamma, beta]: [FloatTensor<X>; 3],
+        params: LayerNormParams,
+    ) -> Result<FloatTensor<X>, LayerNormUnfused> {
+        check_dtype::<X>(&x).map_err(|dtype| LayerNormUnfused::Device { dtype })?;
+        Ok(X::layer_norm_forward(x, gamma, beta, params).0)
+    }
+
+    /// The forward on `Autodiff<X>`, with the fused backward as the node's gradient.
+    fn autodiff<X: CubeOps>(
+        [x, gamma, beta]: [FloatTensor<Autodiff<X>>; 3],
+        params: LayerNormParams,
+    ) -> Result<FloatTensor<Autodiff<X>>, LayerNormUnfused> {
+        check_dtype::<X>(&x.primitive).map_err(|dtype| LayerNormUnfused::Device { dtype })?;
+        Ok(autodiff::forward::<X>(x, gamma, beta, params))
+    }
+}

@@ -1,0 +1,100 @@
+//! [`LayerNormOps`]: the layer-norm kernels as operations of a burn backend, for burn-cubecl's
+//! `CubeBackend` directly and under burn-fusion (as a custom operation of the fusion stream).
+
+use burn::tensor::{backend::Backend, ops::FloatTensor, DType, Shape};
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+use burn_fusion::{Fusion, FusionBackend};
+
+use super::{launch, LayerNormParams};
+use crate::cube::fusion_op::register_custom;
+
+/// A backend that runs the layer-norm kernels on its float tensors.
+pub(crate) trait LayerNormOps: Backend {
+    /// `(output, mean, rstd)` of x `[rows, dim]` (see `launch::forward`).
+    fn layer_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        params: LayerNormParams,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `(dx, dgamma, dbeta)` (see `launch::backward`; the shift does not enter them).
+    fn layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl<R, F, I, BT> LayerNormOps for CubeBackend<R, F, I, BT>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    fn layer_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        params: LayerNormParams,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        launch::forward(x, gamma, beta, params)
+    }
+
+    fn layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        launch::backward(x, gamma, mean, rstd, grad_out)
+    }
+}
+
+impl<B: FusionBackend + LayerNormOps> LayerNormOps for Fusion<B> {
+    fn layer_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        params: LayerNormParams,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let stats = (Shape::new([x.shape[0]]), DType::F32);
+        let outputs = [(x.shape.clone(), x.dtype), stats.clone(), stats];
+        let [out, mean, rstd] = register_custom::<B, _, 3, 3>(
+            "cidm_layer_norm_forward",
+            [x, gamma, beta],
+            outputs,
+            params,
+            |[x, gamma, beta], params| {
+                let (out, mean, rstd) = B::layer_norm_forward(x, gamma, beta, params);
+                [out, mean, rstd]
+            },
+        );
+        (out, mean, rstd)
+    }
+
+    fn layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let outputs = [&x, &gamma, &gamma].map(|input| (input.shape.clone(), input.dtype));
+        let [dx, dgamma, dbeta] = register_custom::<B, _, 5, 3>(
+            "cidm_layer_norm_backward",
+            [x, gamma, mean, rstd, grad_out],
+            outputs,
+            (),
+            |[x, gamma, mean, rstd, grad_out], ()| {
+                let (dx, dgamma, dbeta) = B::layer_norm_backward(x, gamma, mean, rstd, grad_out);
+                [dx, dgamma, dbeta]
+            },
+        );
+        (dx, dgamma, dbeta)
+    }
+}
