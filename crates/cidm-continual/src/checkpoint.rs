@@ -12,6 +12,7 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use cidm_diffusion::precision::param_from_data;
 use cidm_lora::tensor_file::{self, RawFile, RawTensor};
 use cidm_lora::{AdamMoments, LoraAdapter, LoraConfig, LoraFactors};
 use serde::{Deserialize, Serialize};
@@ -355,7 +356,8 @@ pub(crate) fn tensor<B: Backend, const D: usize>(
             ),
         ));
     }
-    Ok(Tensor::from_data(data(path, raw)?, device))
+    // Everything these files hold is trainable state: f32 whatever the device's default.
+    Ok(param_from_data(data(path, raw)?, device))
 }
 
 pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String> {

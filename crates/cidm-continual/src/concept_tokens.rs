@@ -5,6 +5,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use cidm_diffusion::precision::{cast_to, param_from_data, to_param_dtype};
 use cidm_diffusion::{CLIPTextModel, CLIPTokenizer, Conditioning};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -116,8 +117,9 @@ impl<B: Backend> ConceptTokens<B> {
         encoder: &mut CLIPTextModel<B>,
     ) -> Result<Self> {
         let hidden = encoder.config().hidden_size;
-        // A fresh leaf: a class word's row must not keep the encoder table's graph.
-        let embeddings = rows.detach();
+        // A fresh leaf: a class word's row must not keep the encoder table's graph. Trainable,
+        // so f32 whatever the model's dtype (`cidm_diffusion::precision`).
+        let embeddings = to_param_dtype(rows.detach());
         let names: Vec<&str> = words.iter().map(String::as_str).collect();
         let token_ids = tokenizer.add_tokens(&names)?;
         let table_rows = embeddings
@@ -198,11 +200,12 @@ impl<B: Backend> ConceptTokens<B> {
             ));
         }
         let device = base.device();
+        let dtype = base.dtype();
         let select =
             Tensor::<B, 2>::from_data(TensorData::new(select, [batch * tokens, words]), &device);
         let keep = select.clone().sum_dim(1).neg().add_scalar(1.0);
         let kept = base.reshape([batch * tokens, hidden]) * keep;
-        let table = self.embeddings.val().to_device(&device);
+        let table = cast_to(self.embeddings.val().to_device(&device), dtype);
         let copies = (0..layers)
             .map(|l| {
                 let rows = table
@@ -291,7 +294,7 @@ fn initial_rows<B: Backend>(
                 .map(|_| normal.sample(&mut rng))
                 .collect();
             let device = encoder.embeddings.token_embedding.device();
-            Ok(Tensor::from_data(
+            Ok(param_from_data(
                 TensorData::new(values, [layers, hidden]),
                 &device,
             ))

@@ -18,6 +18,7 @@ pub mod loading;
 pub mod lowrank;
 pub mod nn;
 pub mod pipeline;
+pub mod precision;
 pub mod schedulers;
 pub mod unet;
 pub mod vae;

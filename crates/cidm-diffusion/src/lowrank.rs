@@ -12,6 +12,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
+use crate::precision::cast_to;
 
 /// Low-rank factors: `down` `[in, rank]`, `up` `[rank, out]`, and a scalar `scale` (alpha / r
 /// for a LoRA).
@@ -57,7 +58,9 @@ impl<B: Backend> LowRankBank<B> {
         self.up.dims()[1]
     }
 
-    /// The bank's contribution `scale * ((x D) * gates) U`.
+    /// The bank's contribution `scale * ((x D) * gates) U`, computed in x's dtype: factors and
+    /// gates of another dtype (f32 factors under an f16 model, see [`crate::precision`]) are
+    /// cast to it, as PyTorch's autocast does, and their gradients come back in their own.
     ///
     /// # Shapes
     /// - x: `[batch, tokens, in]`
@@ -66,15 +69,20 @@ impl<B: Backend> LowRankBank<B> {
     pub fn forward(&self, x: Tensor<B, 3>, gates: Option<&Tensor<B, 2>>) -> Tensor<B, 3> {
         let [batch, tokens, d_in] = x.dims();
         let rank = self.rank();
-        let hidden = x.reshape([batch * tokens, d_in]).matmul(self.down.val());
+        let dtype = x.dtype();
+        let hidden = x
+            .reshape([batch * tokens, d_in])
+            .matmul(cast_to(self.down.val(), dtype));
         let hidden = match gates {
             Some(gates) => {
                 let gate_batch = gates.dims()[0];
-                hidden.reshape([batch, tokens, rank]) * gates.clone().reshape([gate_batch, 1, rank])
+                let gates = cast_to(gates.clone(), dtype).reshape([gate_batch, 1, rank]);
+                hidden.reshape([batch, tokens, rank]) * gates
             }
             None => hidden.reshape([batch, tokens, rank]),
         };
-        let out = hidden.reshape([batch * tokens, rank]).matmul(self.up.val()) * self.scale;
+        let up = cast_to(self.up.val(), dtype);
+        let out = hidden.reshape([batch * tokens, rank]).matmul(up) * self.scale;
         out.reshape([batch, tokens, self.d_out()])
     }
 }

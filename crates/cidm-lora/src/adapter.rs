@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use cidm_diffusion::precision::{param_from_data, param_zeros, to_param_dtype};
 use cidm_diffusion::{LowRankBank, UNet2DConditionModel};
 
 use crate::config::LoraConfig;
@@ -54,7 +55,8 @@ pub struct LoraAdapter<B: Backend> {
 impl<B: Backend> LoraAdapter<B> {
     /// A fresh adapter on the projections of `unet` that `config` targets, initialised as PEFT
     /// does: down factors Kaiming-uniform (seeded by `config.init_seed`, drawn on the host),
-    /// up factors zero, so the adapted model starts out equal to the base model.
+    /// up factors zero, so the adapted model starts out equal to the base model. Factors are
+    /// f32 whatever the device's default float type (`cidm_diffusion::precision`).
     pub fn init(
         config: &LoraConfig,
         unet: &UNet2DConditionModel<B>,
@@ -68,11 +70,8 @@ impl<B: Backend> LoraAdapter<B> {
                 let down =
                     kaiming_uniform_down(config.init_seed, &site.path, site.d_in, config.rank);
                 let factors = LoraFactors {
-                    down: Tensor::from_data(
-                        TensorData::new(down, [site.d_in, config.rank]),
-                        device,
-                    ),
-                    up: Tensor::zeros([config.rank, site.d_out], device),
+                    down: param_from_data(TensorData::new(down, [site.d_in, config.rank]), device),
+                    up: param_zeros([config.rank, site.d_out], device),
                 };
                 (site.path.clone(), factors)
             })
@@ -83,8 +82,9 @@ impl<B: Backend> LoraAdapter<B> {
         })
     }
 
-    /// An adapter from given factors; errors when the config is invalid, `layers` is empty,
-    /// or a factor's rank differs from `config.rank`.
+    /// An adapter from given factors, kept in f32 (`cidm_diffusion::precision`: factors of
+    /// another float type are cast); errors when the config is invalid, `layers` is empty, or
+    /// a factor's rank differs from `config.rank`.
     pub fn new(config: LoraConfig, layers: BTreeMap<String, LoraFactors<B>>) -> Result<Self> {
         config.validate()?;
         if layers.is_empty() {
@@ -108,6 +108,16 @@ impl<B: Backend> LoraAdapter<B> {
                 }
             }
         }
+        let layers = layers
+            .into_iter()
+            .map(|(path, factors)| {
+                let factors = LoraFactors {
+                    down: to_param_dtype(factors.down),
+                    up: to_param_dtype(factors.up),
+                };
+                (path, factors)
+            })
+            .collect();
         Ok(Self { config, layers })
     }
 

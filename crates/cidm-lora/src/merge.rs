@@ -4,6 +4,7 @@
 //! weight: ~1e-7 relative in f32).
 
 use burn::tensor::backend::Backend;
+use cidm_diffusion::precision::cast_to;
 use cidm_diffusion::UNet2DConditionModel;
 
 use crate::adapter::{check_layers_fit, LoraAdapter};
@@ -33,9 +34,13 @@ impl<B: Backend> LoraAdapter<B> {
         let factor = weight * self.scale();
         visit_projections_mut(unet, |site, projection| {
             if let Some(factors) = self.layers().get(&site.path) {
+                // In f32 (the factors' dtype), added in the base's (f16 under an f16 model).
                 let delta = factors.delta()? * factor;
                 let weight = projection.base.weight.clone();
-                projection.base.weight = weight.map(|w| w + delta);
+                projection.base.weight = weight.map(|w| {
+                    let dtype = w.dtype();
+                    w + cast_to(delta, dtype)
+                });
             }
             Ok::<(), LoraError>(())
         })

@@ -12,7 +12,8 @@ use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::record::AdaptorRecord;
 use burn::optim::{AdamW, AdamWState, AdaptiveMomentumState, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::TensorData;
+use cidm_diffusion::precision::param_from_data;
 
 use crate::error::{LoraError, Result};
 
@@ -93,8 +94,8 @@ where
         }
         let momentum = AdaptiveMomentumState::new(
             moments.time,
-            Tensor::<B::InnerBackend, D>::from_data(moments.moment_1.clone(), device),
-            Tensor::<B::InnerBackend, D>::from_data(moments.moment_2.clone(), device),
+            param_from_data::<B::InnerBackend, D>(moments.moment_1.clone(), device),
+            param_from_data::<B::InnerBackend, D>(moments.moment_2.clone(), device),
         );
         records.insert(*id, AdaptorRecord::from_state(AdamWState::new(momentum)));
     }

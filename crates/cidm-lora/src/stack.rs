@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use cidm_diffusion::precision::param_zeros;
 use cidm_diffusion::{PerLayer, UNet2DConditionModel};
 
 use crate::adapter::{attach_layers, LoraAdapter, LoraFactors};
@@ -76,8 +77,8 @@ impl<B: Backend> LoraStack<B> {
                         None => {
                             let rank = adapter.config().rank;
                             (
-                                Tensor::zeros([d_in, rank], &device),
-                                Tensor::zeros([rank, d_out], &device),
+                                param_zeros([d_in, rank], &device),
+                                param_zeros([rank, d_out], &device),
                             )
                         }
                     })

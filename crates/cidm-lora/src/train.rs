@@ -13,6 +13,7 @@ use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::ElementConversion;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
+use cidm_diffusion::precision::to_param_dtype;
 use cidm_diffusion::schedulers::DdpmNoiser;
 use cidm_diffusion::{Conditioning, UNet2DConditionModel};
 use serde::{Deserialize, Serialize};
@@ -209,7 +210,10 @@ impl<B: AutodiffBackend> LoraTrainer<B> {
                 prediction.dims()
             )));
         }
-        let denoise = (prediction - batch.target.clone()).powi_scalar(2).mean();
+        // In f32 whatever the model's dtype, as diffusers' `F.mse_loss(pred.float(),
+        // target.float())`: an f16 mean of squares over a batch loses the loss's digits.
+        let error = to_param_dtype(prediction) - to_param_dtype(batch.target.clone());
+        let denoise = error.powi_scalar(2).mean();
         let extra = extra(&self.unet)?;
         let (loss, values) = match extra {
             Some(term) => {

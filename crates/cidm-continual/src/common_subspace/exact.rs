@@ -2,6 +2,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use cidm_diffusion::precision::{param_zeros, to_param_dtype};
 
 use super::detached;
 use crate::delta::{check_deltas, LowRankDelta};
@@ -34,7 +35,7 @@ impl<B: Backend> ExactCommonSubspace<B> {
     /// the first step move `W*` toward the mean update of the tasks.
     pub fn new(shapes: &[[usize; 2]], device: &B::Device) -> Self {
         Self {
-            w_star: shapes.iter().map(|&s| Tensor::zeros(s, device)).collect(),
+            w_star: shapes.iter().map(|&s| param_zeros(s, device)).collect(),
             h: Vec::new(),
         }
     }
@@ -49,7 +50,7 @@ impl<B: Backend> ExactCommonSubspace<B> {
         let h = self
             .w_star
             .iter()
-            .map(|w| Tensor::eye(w.dims()[0], &w.device()))
+            .map(|w| to_param_dtype(Tensor::eye(w.dims()[0], &w.device())))
             .collect();
         self.h.push(h);
     }
@@ -127,6 +128,6 @@ impl<B: Backend> ExactCommonSubspace<B> {
 
     fn zero(&self) -> Tensor<B, 1> {
         let device = self.w_star.first().map(|w| w.device()).unwrap_or_default();
-        Tensor::zeros([1], &device)
+        param_zeros([1], &device)
     }
 }

@@ -6,6 +6,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use cidm_diffusion::precision::{param_from_data, param_zeros};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -50,7 +51,7 @@ impl<B: Backend> FactorisedCommonSubspace<B> {
             ));
         }
         Ok(Self {
-            w_star: shapes.iter().map(|&s| Tensor::zeros(s, device)).collect(),
+            w_star: shapes.iter().map(|&s| param_zeros(s, device)).collect(),
             u: Vec::new(),
             v: Vec::new(),
             rank,
@@ -112,8 +113,8 @@ impl<B: Backend> FactorisedCommonSubspace<B> {
                         .unwrap_or(0.0)
                 })
                 .collect();
-            us.push(Tensor::zeros([out, self.rank], &device));
-            vs.push(Tensor::from_data(
+            us.push(param_zeros([out, self.rank], &device));
+            vs.push(param_from_data(
                 TensorData::new(values, [out, self.rank]),
                 &device,
             ));
@@ -134,7 +135,7 @@ impl<B: Backend> FactorisedCommonSubspace<B> {
             .into_iter()
             .flatten()
             .map(|r| r.square().sum())
-            .fold(Tensor::zeros([1], &device), |a, b| a + b))
+            .fold(param_zeros([1], &device), |a, b| a + b))
     }
 
     /// The closed-form gradients at the current `U`, `V`, `W*`, deltas held fixed.

@@ -15,6 +15,7 @@ mod factorised;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use cidm_diffusion::precision::param_zeros;
 
 pub use exact::{ExactCommonSubspace, ExactGradients};
 pub use factorised::{FactorisedCommonSubspace, FactorisedGradients};
@@ -127,7 +128,7 @@ impl<B: Backend> CommonSubspace<B> {
                 };
                 (delta.dense() - mapped).square().sum()
             })
-            .fold(Tensor::zeros([1], &device), |a, b| a + b))
+            .fold(param_zeros([1], &device), |a, b| a + b))
     }
 
     /// Step 2 of the two-step update: one descent step on the transforms and `W*`.

@@ -13,6 +13,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::error::{Error, Result};
 use crate::loading::{Init, VarBuilder};
+use crate::precision::cast_to;
 
 /// Bound of the uniform draw for random tables: the standard deviation of transformers'
 /// `normal(0, 0.02)` init (a uniform on `[-b, b]` has std `b / sqrt(3)`).
@@ -93,11 +94,13 @@ impl<B: Backend> CLIPTextEmbeddings<B> {
         let end = u32::try_from(vocab + new)
             .map_err(|_| Error::InvalidInput(format!("{new} more rows overflow the token ids")))?;
         // The grown table is a new leaf with the old table's gradient flag, not a node that
-        // records a concatenation.
+        // records a concatenation; the rows take the table's dtype (trainable rows are f32
+        // under an f16 model, see `crate::precision`).
         self.token_embedding = self.token_embedding.clone().map(|table| {
             let require_grad = table.is_require_grad();
             let device = table.device();
-            Tensor::cat(vec![table, rows.to_device(&device)], 0)
+            let rows = cast_to(rows.to_device(&device), table.dtype());
+            Tensor::cat(vec![table, rows], 0)
                 .detach()
                 .set_require_grad(require_grad)
         });

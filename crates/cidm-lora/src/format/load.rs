@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::TensorData;
+use cidm_diffusion::precision::param_from_data;
 use cidm_diffusion::UNet2DConditionModel;
 
 use super::keys::{self, ParsedKey, Role};
@@ -81,8 +82,8 @@ pub(super) fn load<B: Backend>(
         layers.insert(
             module.clone(),
             LoraFactors {
-                down: Tensor::from_data(TensorData::new(down, [d_in, rank]), device),
-                up: Tensor::from_data(TensorData::new(up, [rank, d_out]), device),
+                down: param_from_data(TensorData::new(down, [d_in, rank]), device),
+                up: param_from_data(TensorData::new(up, [rank, d_out]), device),
             },
         );
     }
