@@ -230,7 +230,7 @@ impl<B: Backend> LayerNorm<B> {
 /// [`Error::InvalidInput`] when x's last dimension is odd or 0.
 pub fn geglu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>> {
     let width = x.dims()[D - 1];
-    if width == 0 || width % 2 != 0 {
+    if width == 0 || !width.is_multiple_of(2) {
         return Err(Error::InvalidInput(format!(
             "GEGLU needs a last dimension of two equal, non-empty halves, got {width}"
         )));

@@ -80,7 +80,7 @@ fn unsupported<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<GegluUnfu
     let width = dims[D - 1];
     let rows = dims[..D - 1].iter().product();
     let len = rows * width;
-    if len == 0 || width % 2 != 0 || len > u32::MAX as usize {
+    if len == 0 || !width.is_multiple_of(2) || len > u32::MAX as usize {
         return Some(GegluUnfused::Shape { rows, width });
     }
     let dtype = x.dtype();

@@ -184,7 +184,7 @@ mod tests {
         #[test]
         fn ranges_cover_the_rows(rows in 1usize..5_000_000) {
             let (splits, per_split) = row_splits(rows);
-            prop_assert!(splits >= 1 && splits <= MAX_SPLITS);
+            prop_assert!((1..=MAX_SPLITS).contains(&splits));
             prop_assert!(per_split >= MIN_SPLIT_ROWS);
             prop_assert!((splits - 1) * per_split < rows);
             prop_assert!(splits * per_split >= rows);
