@@ -7,11 +7,7 @@
 //! with a mean of 1000 (the variance must not lose its digits). Both sides compute in f32
 //! and sum in different orders, so they agree to rounding: 1e-4 relative to the largest
 //! reference value.
-#![cfg(feature = "wgpu")]
-
-mod common;
-
-use common::{assert_close, assert_norm_close, to_vec, Gpu, GpuPlain, NormInputs, TOL_F32};
+use crate::common::{assert_close, assert_norm_close, to_vec, Gpu, GpuPlain, NormInputs, TOL_F32};
 
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::Flex;

@@ -6,11 +6,7 @@
 //! curved part and both tails are covered. Both sides compute in f32; they agree to 1e-5
 //! relative to the largest reference value (erf is a polynomial approximation on the GPU
 //! side, within 1.5e-7).
-#![cfg(feature = "wgpu")]
-
-mod common;
-
-use common::{assert_close, to_vec, values, Gpu, GpuPlain};
+use crate::common::{assert_close, to_vec, values, Gpu, GpuPlain};
 
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::{Autodiff, Flex};

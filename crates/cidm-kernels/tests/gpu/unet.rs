@@ -5,13 +5,9 @@
 //! autodiff), not only one by one. The output and the gradients of the latents and of the
 //! text embedding (which reaches the network through the cross-attention's keys and values)
 //! of `sum(out * w)` must agree; every kernel's dispatch counter must grow.
-#![cfg(feature = "wgpu")]
-
-mod common;
-
 use std::path::PathBuf;
 
-use common::{assert_close, to_vec, values, Gpu};
+use crate::common::{assert_close, to_vec, values, Gpu};
 
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::{Autodiff, Flex};

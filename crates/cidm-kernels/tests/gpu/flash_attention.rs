@@ -6,11 +6,7 @@
 //! and 3 heads. Both sides compute in f32, the reference
 //! through a materialised softmax, so they agree to rounding: 1e-4 relative to the largest
 //! reference value.
-#![cfg(feature = "wgpu")]
-
-mod common;
-
-use common::{assert_close, to_vec, values, Gpu, GpuPlain, TOL_F32};
+use crate::common::{assert_close, to_vec, values, Gpu, GpuPlain, TOL_F32};
 
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::{Autodiff, Flex};

@@ -8,11 +8,7 @@
 //! rows (a grid spread over two dimensions); inputs with a mean of 1000; f16. Both sides
 //! compute in f32 and sum in different orders, so they agree to rounding: 1e-4 relative to
 //! the largest reference value.
-#![cfg(feature = "wgpu")]
-
-mod common;
-
-use common::{assert_close, assert_norm_close, Gpu, GpuPlain, NormInputs, TOL_F32};
+use crate::common::{assert_close, assert_norm_close, Gpu, GpuPlain, NormInputs, TOL_F32};
 
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::Flex;
@@ -234,5 +230,9 @@ fn unsupported_inputs_are_refused() {
         fused_layer_norm(&x, &w, &w, -1.0).err(),
         Some(LayerNormUnfused::Epsilon { .. })
     ));
-    assert_eq!(common::to_vec(x), vec![1.0; 12], "x stays the caller's");
+    assert_eq!(
+        crate::common::to_vec(x),
+        vec![1.0; 12],
+        "x stays the caller's"
+    );
 }

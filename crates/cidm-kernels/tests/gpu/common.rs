@@ -1,7 +1,6 @@
 //! What the kernel tests share: the two wgpu backends the kernels are dispatched on, the f32
 //! tolerance, deterministic inputs, the inputs of a norm with its output and gradients, and
 //! the comparison.
-#![allow(dead_code)] // Each test binary uses its own part.
 
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
 use burn::backend::{Autodiff, Wgpu};
