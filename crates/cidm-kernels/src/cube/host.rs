@@ -4,8 +4,8 @@
 
 use burn::tensor::{backend::Backend, DType, Shape, TensorMetadata};
 use burn_cubecl::{
-    ops::numeric::empty_device_dtype, tensor::CubeTensor, BoolElement, CubeBackend, CubeRuntime,
-    FloatElement, IntElement,
+    ops::numeric::empty_device_contiguous_dtype, tensor::CubeTensor, BoolElement, CubeBackend,
+    CubeRuntime, FloatElement, IntElement,
 };
 use burn_fusion::{Fusion, FusionBackend};
 use cubecl::{calculate_cube_count_elemwise, prelude::*};
@@ -15,13 +15,20 @@ use super::reduce::sum_splits_kernel;
 /// Units per cube of the kernels with one unit per value (or per row, channel, block).
 const ELEMENT_UNITS: u32 = 256;
 
-/// An uninitialised tensor on `like`'s device.
+/// An uninitialised contiguous tensor on `like`'s device.
+///
+/// Contiguous by request, not by default: burn's usual allocation asks for CubeCL's
+/// "optimized" layout, which on CUDA pads every row (the last dimension) to a multiple of its
+/// size rounded up to a power of two, at most 512 bytes: a row of 320 f16 values (640 bytes)
+/// takes 1024, one of 40 f32 values (160) takes 256. The kernels write their outputs at
+/// offsets computed for contiguous rows; in a padded tensor those land in the wrong places.
+/// wgpu never pads, so only a CUDA run would show it.
 pub(crate) fn empty_on<R: CubeRuntime>(
     like: &CubeTensor<R>,
     shape: Shape,
     dtype: DType,
 ) -> CubeTensor<R> {
-    empty_device_dtype(like.client.clone(), like.device.clone(), shape, dtype)
+    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, dtype)
 }
 
 /// One unit per element of a tensor of `len` values.

@@ -148,6 +148,83 @@ fn long_sequences_match_plain_attention() {
     }
 }
 
+/// q, k and v as the UNet makes them: projections `[batch, tokens, heads * head_dim]` seen as
+/// `[batch, heads, tokens, head_dim]` (`reshape`, then `swap_dims(1, 2)`: a token's heads
+/// side by side in memory), the output turned back the same way before the loss; v instead
+/// a plain `[batch, heads, tokens, head_dim]` tensor when `v_as_heads` is false. Output and
+/// gradients of the three leaves, as stored (the projections' layout, or v's).
+fn run_head_views<B: Backend>(
+    case: &Case,
+    device: &B::Device,
+    v_as_heads: bool,
+    attend: impl FnOnce(
+        Tensor<Autodiff<B>, 4>,
+        Tensor<Autodiff<B>, 4>,
+        Tensor<Autodiff<B>, 4>,
+    ) -> Tensor<Autodiff<B>, 4>,
+) -> [Vec<f32>; 4] {
+    let projection = |data: &[f32], [batch, heads, tokens, head_dim]: [usize; 4]| {
+        let shape = [batch, tokens, heads * head_dim];
+        Tensor::<Autodiff<B>, 3>::from_data(TensorData::new(data.to_vec(), shape), device)
+            .require_grad()
+    };
+    let heads = |x: Tensor<Autodiff<B>, 3>| {
+        let [batch, tokens, inner] = x.dims();
+        x.reshape([batch, tokens, HEADS, inner / HEADS])
+            .swap_dims(1, 2)
+    };
+    let (q, k) = (
+        projection(&case.q, case.q_shape),
+        projection(&case.k, case.kv_shape),
+    );
+    let v_projection = projection(&case.v, case.kv_shape);
+    let v_plain = tensor::<Autodiff<B>>(&case.v, case.kv_shape, device).require_grad();
+    let v = if v_as_heads {
+        heads(v_projection.clone())
+    } else {
+        v_plain.clone()
+    };
+    let out = attend(heads(q.clone()), heads(k.clone()), v);
+    let [batch, _, tokens, head_dim] = out.dims();
+    let out = out
+        .swap_dims(1, 2)
+        .reshape([batch, tokens, HEADS * head_dim]);
+    let w =
+        Tensor::<Autodiff<B>, 3>::from_data(TensorData::new(case.w.clone(), out.dims()), device);
+    let grads = (out.clone() * w).sum().backward();
+    let grad_v = if v_as_heads {
+        to_vec(v_projection.grad(&grads).expect("v gradient"))
+    } else {
+        to_vec(v_plain.grad(&grads).expect("v gradient"))
+    };
+    let grad = |t: &Tensor<Autodiff<B>, 3>| to_vec(t.grad(&grads).expect("input gradient"));
+    [to_vec(out), grad(&q), grad(&k), grad_v]
+}
+
+/// The kernels read strided heads where they lie and write the output and the gradients in
+/// their inputs' layout (the views' above), which the way back to tokens then takes without
+/// a copy: values as the plain attention's on the same views, with one range of query rows
+/// in the key/value gradient (self-attention, 64 keys) and several (576 queries, 77 keys),
+/// and with v laid out otherwise than q and k.
+#[test]
+fn head_views_match_plain_attention() {
+    let device = WgpuDevice::default();
+    for (head_dim, len_q, len_k) in [(40, 64, 64), (40, 576, 77), (8, 100, 77)] {
+        let case = Case::new(len_q, len_k, head_dim);
+        for v_as_heads in [true, false] {
+            let want = run_head_views::<Flex>(&case, &Default::default(), v_as_heads, |q, k, v| {
+                attention(q, k, v, None, None, AttentionModuleOptions::default())
+            });
+            let got = run_head_views::<Gpu>(&case, &device, v_as_heads, fused);
+            for (name, (g, w)) in NAMES.iter().zip(got.iter().zip(&want)) {
+                let what =
+                    format!("{name} d={head_dim} lq={len_q} lk={len_k} v_as_heads={v_as_heads}");
+                assert_close(&what, g, w, TOL_F32);
+            }
+        }
+    }
+}
+
 /// burn-cubecl's backend without fusion takes the kernel directly (another dispatch path);
 /// forward and gradients as above, and a non-default scale.
 #[test]

@@ -20,11 +20,12 @@ use cubecl::prelude::*;
 
 use super::tile::{
     add_tile_row, dot_tile_row, load_row_tiles, load_value_tiles, padded_width, read_row,
-    row_vectors, tile_len, zero_row, Lanes,
+    row_offset, row_vectors, tile_len, zero_row, Lanes,
 };
 
 /// Gradient of the queries, one unit per query row; also writes `delta = rowsum(dO * O)`,
-/// which the key/value kernel launched after it reads. Layouts as in the forward kernel.
+/// which the key/value kernel launched after it reads. Layouts as in the forward kernel:
+/// every `[batch, heads, tokens, head_dim]` tensor in its own strides, `delta` as `lse`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn flash_backward_dq_kernel<E: Float>(
@@ -46,20 +47,29 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     let lq = len_q as usize;
     let lk = len_k as usize;
     let bh = CUBE_POS_Y as usize;
+    let b = bh / q.shape(1);
+    let h = bh % q.shape(1);
     let row = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
     let active = row < lq;
-    let q_base = (bh * lq + row) * head_dim;
-    let kv_base = bh * lk * head_dim;
+    let k_base = row_offset(k, b, h, 0);
+    let v_base = row_offset(v, b, h, 0);
 
     let width = comptime!(padded_width(head_dim));
     let mut q_row = Array::<f32>::new(width);
     let mut do_row = Array::<f32>::new(width);
     let mut acc = Array::<f32>::new(width);
-    read_row(q, &mut q_row, q_base, scale, active, head_dim);
+    read_row(
+        q,
+        &mut q_row,
+        row_offset(q, b, h, row),
+        scale,
+        active,
+        head_dim,
+    );
     read_row(
         grad_out,
         &mut do_row,
-        q_base,
+        row_offset(grad_out, b, h, row),
         f32::new(1.0),
         active,
         head_dim,
@@ -68,9 +78,10 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     let mut row_delta = f32::new(0.0);
     let mut row_lse = f32::new(0.0);
     if active {
+        let out_base = row_offset(out, b, h, row);
         #[unroll]
         for c in 0..head_dim {
-            row_delta += do_row[c] * f32::cast_from(out[q_base + c]);
+            row_delta += do_row[c] * f32::cast_from(out[out_base + c]);
         }
         row_lse = lse[bh * lq + row];
         delta[bh * lq + row] = row_delta;
@@ -83,8 +94,18 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     for t in 0..tiles {
         let start = t * tile;
         let count = tile_len(lk, start, tile);
-        let offset = kv_base + start * head_dim;
-        load_row_tiles(k, v, &mut k_tile, &mut v_tile, offset, count, head_dim);
+        load_row_tiles(
+            k,
+            v,
+            &mut k_tile,
+            &mut v_tile,
+            k_base + start * k.stride(2),
+            k.stride(2),
+            v_base + start * v.stride(2),
+            v.stride(2),
+            count,
+            head_dim,
+        );
         sync_cube();
 
         if active {
@@ -99,9 +120,10 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     }
 
     if active {
+        let grad_base = row_offset(grad_q, b, h, row);
         #[unroll]
         for c in 0..head_dim {
-            grad_q[q_base + c] = E::cast_from(acc[c] * scale);
+            grad_q[grad_base + c] = E::cast_from(acc[c] * scale);
         }
     }
 }
@@ -109,8 +131,9 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
 /// Partial gradients of the keys and values, one unit per key row, over the range of
 /// `split_rows` query rows that starts at `CUBE_POS_Z * split_rows`; reads the `delta`
 /// written by [`flash_backward_dq_kernel`]. `part_k` and `part_v` are f32
-/// `[splits, batch * heads, len_k, head_dim]`; `part_k` already carries the scale. Other
-/// layouts as in the forward kernel.
+/// `[splits, batch, heads, len_k, head_dim]` with the same strides (each split laid out as the
+/// key gradient it adds up to); `part_k` already carries the scale. Other layouts as in the
+/// forward kernel.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
@@ -133,14 +156,15 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
     let lq = len_q as usize;
     let lk = len_k as usize;
     let bh = CUBE_POS_Y as usize;
+    let b = bh / q.shape(1);
+    let h = bh % q.shape(1);
     let row = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
     let active = row < lk;
-    let kv_base = (bh * lk + row) * head_dim;
-    let part_base = ((CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + bh) * lk + row) * head_dim;
     // This cube's query rows: [first, first + rows), the last range shorter.
     let first = CUBE_POS_Z as usize * split_rows as usize;
     let rows = tile_len(lq, first, split_rows as usize);
-    let q_base = (bh * lq + first) * head_dim;
+    let q_base = row_offset(q, b, h, first);
+    let do_base = row_offset(grad_out, b, h, first);
 
     // The key row is pre-multiplied by the scale, so a dot product is already a score.
     let width = comptime!(padded_width(head_dim));
@@ -148,8 +172,22 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
     let mut v_row = Array::<f32>::new(width);
     let mut dk = Array::<f32>::new(width);
     let mut dv = Array::<f32>::new(width);
-    read_row(k, &mut k_row, kv_base, scale, active, head_dim);
-    read_row(v, &mut v_row, kv_base, f32::new(1.0), active, head_dim);
+    read_row(
+        k,
+        &mut k_row,
+        row_offset(k, b, h, row),
+        scale,
+        active,
+        head_dim,
+    );
+    read_row(
+        v,
+        &mut v_row,
+        row_offset(v, b, h, row),
+        f32::new(1.0),
+        active,
+        head_dim,
+    );
     zero_row(&mut dk, head_dim);
     zero_row(&mut dv, head_dim);
 
@@ -162,13 +200,15 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
     for t in 0..tiles {
         let start = t * tile;
         let count = tile_len(rows, start, tile);
-        let offset = q_base + start * head_dim;
         load_row_tiles(
             q,
             grad_out,
             &mut q_tile,
             &mut do_tile,
-            offset,
+            q_base + start * q.stride(2),
+            q.stride(2),
+            do_base + start * grad_out.stride(2),
+            grad_out.stride(2),
             count,
             head_dim,
         );
@@ -197,6 +237,11 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
     }
 
     if active {
+        let split = CUBE_POS_Z as usize;
+        let part_base = split * part_k.stride(0)
+            + b * part_k.stride(1)
+            + h * part_k.stride(2)
+            + row * part_k.stride(3);
         #[unroll]
         for c in 0..head_dim {
             part_k[part_base + c] = dk[c] * scale;

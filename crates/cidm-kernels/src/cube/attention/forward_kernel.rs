@@ -13,8 +13,8 @@
 use cubecl::prelude::*;
 
 use super::tile::{
-    add_tile_row, dot_tile_row, load_row_tiles, padded_width, read_row, row_vectors, tile_len,
-    zero_row, Lanes,
+    add_tile_row, dot_tile_row, load_row_tiles, padded_width, read_row, row_offset, row_vectors,
+    tile_len, zero_row, Lanes,
 };
 
 /// Query (or key) rows handled by one cube: one unit per row.
@@ -24,8 +24,9 @@ pub(crate) const ROWS_PER_CUBE: u32 = 64;
 /// literal) that is still far below any real score, so `exp(m_start - s)` is exactly 0.
 pub(crate) const NEG_START: f32 = -3.0e38;
 
-/// Tensors are contiguous `[batch * heads, tokens, head_dim]` in memory (the 4-D
-/// `[batch, heads, tokens, head_dim]` tensors flattened); `lse` is `[batch * heads, len_q]`.
+/// `q`, `k`, `v` and `out` are `[batch, heads, tokens, head_dim]` with any strides but
+/// contiguous rows (such as the views that split a projection's output into heads, in which
+/// a token's heads lie side by side); `lse` is contiguous `[batch, heads, len_q]`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn flash_forward_kernel<E: Float>(
@@ -44,10 +45,13 @@ pub(crate) fn flash_forward_kernel<E: Float>(
     let lq = len_q as usize;
     let lk = len_k as usize;
     let bh = CUBE_POS_Y as usize;
+    let b = bh / q.shape(1);
+    let h = bh % q.shape(1);
     let row = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
     let active = row < lq;
-    let q_base = (bh * lq + row) * head_dim;
-    let kv_base = bh * lk * head_dim;
+    let q_base = row_offset(q, b, h, row);
+    let k_base = row_offset(k, b, h, 0);
+    let v_base = row_offset(v, b, h, 0);
 
     // The query row is pre-multiplied by the scale, so a dot product is already a score.
     let width = comptime!(padded_width(head_dim));
@@ -68,8 +72,18 @@ pub(crate) fn flash_forward_kernel<E: Float>(
         let start = t * tile;
         let count = tile_len(lk, start, tile);
         // Every unit helps load the tile, also those past the last query row.
-        let offset = kv_base + start * head_dim;
-        load_row_tiles(k, v, &mut k_tile, &mut v_tile, offset, count, head_dim);
+        load_row_tiles(
+            k,
+            v,
+            &mut k_tile,
+            &mut v_tile,
+            k_base + start * k.stride(2),
+            k.stride(2),
+            v_base + start * v.stride(2),
+            v.stride(2),
+            count,
+            head_dim,
+        );
         sync_cube();
 
         if active {
@@ -98,9 +112,10 @@ pub(crate) fn flash_forward_kernel<E: Float>(
 
     if active {
         let inv = f32::new(1.0) / l;
+        let out_base = row_offset(out, b, h, row);
         #[unroll]
         for c in 0..head_dim {
-            out[q_base + c] = E::cast_from(acc[c] * inv);
+            out[out_base + c] = E::cast_from(acc[c] * inv);
         }
         lse[bh * lq + row] = m + l.ln();
     }

@@ -1,7 +1,7 @@
 //! Host side of the kernels: layout, tile size and launch on burn's `CubeTensor`s.
 
 use burn::tensor::{DType, Shape, TensorMetadata};
-use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
+use burn_cubecl::{kernel::into_contiguous, ops::permute, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
 use super::backward_kernel::{flash_backward_dkdv_kernel, flash_backward_dq_kernel};
@@ -64,6 +64,51 @@ fn dims4<R: CubeRuntime>(tensor: &CubeTensor<R>) -> [usize; 4] {
     tensor.shape().dims::<4>()
 }
 
+/// `tensor` as the kernels read it: in its own strides when its rows (the head dimension)
+/// are contiguous, as they are in the views that split a projection's output into heads
+/// (`[batch, tokens, heads * head_dim]` seen as `[batch, heads, tokens, head_dim]`), which
+/// are then read where they lie instead of copied; a contiguous copy otherwise.
+fn with_contiguous_rows<R: CubeRuntime>(tensor: CubeTensor<R>) -> CubeTensor<R> {
+    if tensor.meta.strides()[3] == 1 {
+        tensor
+    } else {
+        into_contiguous(tensor)
+    }
+}
+
+/// The order in memory, outermost first, of the axes of a `[batch, heads, tokens,
+/// head_dim]` tensor with these strides: the first three by decreasing stride (ties in axis
+/// order), the head dimension innermost.
+pub(crate) fn memory_order(strides: &[usize]) -> [usize; 4] {
+    let mut outer = [0, 1, 2];
+    outer.sort_by_key(|&axis| core::cmp::Reverse(strides[axis]));
+    [outer[0], outer[1], outer[2], 3]
+}
+
+/// An uninitialised tensor of `shape` on `like`'s device, dense in memory with its axes in
+/// `order` (outermost first), seen in `shape`'s axis order.
+fn empty_in_order<R: CubeRuntime, const N: usize>(
+    like: &CubeTensor<R>,
+    shape: [usize; N],
+    order: [usize; N],
+    dtype: DType,
+) -> CubeTensor<R> {
+    let dense = empty_on(like, Shape::new(order.map(|axis| shape[axis])), dtype);
+    let mut axes = [0; N];
+    for (position, &axis) in order.iter().enumerate() {
+        axes[axis] = position;
+    }
+    permute(dense, &axes)
+}
+
+/// An output (or gradient) shaped and laid out like `like`: an attention output written in
+/// the layout of its queries comes out of the heads-to-tokens view (`swap_dims(1, 2)` then
+/// `reshape`) the model applies without a copy, and so do the gradients of q, k and v on
+/// their way back to the projections.
+fn empty_like<R: CubeRuntime>(like: &CubeTensor<R>, dtype: DType) -> CubeTensor<R> {
+    empty_in_order(like, dims4(like), memory_order(like.meta.strides()), dtype)
+}
+
 /// One cube per [`ROWS_PER_CUBE`] rows, times `batch * heads`, times `splits`.
 fn cube_count(rows: usize, batch_heads: usize, splits: usize) -> CubeCount {
     CubeCount::Static(
@@ -96,12 +141,12 @@ pub(crate) fn forward<R: CubeRuntime>(
     v: CubeTensor<R>,
     scale: f32,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
-    let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
+    let [q, k, v] = [q, k, v].map(with_contiguous_rows);
     let [batch, heads, len_q, head_dim] = dims4(&q);
     let len_k = dims4(&k)[2];
     let client = q.client.clone();
     let dtype = q.dtype;
-    let out = empty_on(&q, Shape::new([batch, heads, len_q, head_dim]), dtype);
+    let out = empty_like(&q, dtype);
     let lse = empty_on(&q, Shape::new([batch, heads, len_q]), DType::F32);
     let tile = tile_rows(&client, head_dim);
     flash_forward_kernel::launch::<R>(
@@ -135,21 +180,17 @@ pub(crate) fn backward<R: CubeRuntime>(
     grad_out: CubeTensor<R>,
     scale: f32,
 ) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
-    let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
-    let (out, lse, grad_out) = (
-        into_contiguous(out),
-        into_contiguous(lse),
-        into_contiguous(grad_out),
-    );
+    let [q, k, v, out, grad_out] = [q, k, v, out, grad_out].map(with_contiguous_rows);
+    let lse = into_contiguous(lse);
     let [batch, heads, len_q, head_dim] = dims4(&q);
     let len_k = dims4(&k)[2];
     let client = q.client.clone();
     let dtype = q.dtype;
-    let empty = |shape: Shape, dtype: DType| empty_on(&q, shape, dtype);
-    let grad_q = empty(q.shape(), dtype);
-    let grad_k = empty(k.shape(), dtype);
-    let grad_v = empty(v.shape(), dtype);
-    let delta = empty(Shape::new([batch, heads, len_q]), DType::F32);
+    let grad_q = empty_like(&q, dtype);
+    // Both in k's layout: the dK/dV kernel writes their partial sums in one layout.
+    let grad_k = empty_like(&k, dtype);
+    let grad_v = empty_like(&k, dtype);
+    let delta = empty_on(&q, Shape::new([batch, heads, len_q]), DType::F32);
     let tile = tile_rows(&client, head_dim);
 
     flash_backward_dq_kernel::launch::<R>(
@@ -179,9 +220,13 @@ pub(crate) fn backward<R: CubeRuntime>(
         .num_streaming_multiprocessors
         .map_or(DEFAULT_TARGET_CUBES, |sms| 4 * sms as usize);
     let (splits, split_rows) = query_splits(len_q, key_cubes, target_cubes, tile);
-    let parts = Shape::new([splits, batch, heads, len_k, head_dim]);
-    let part_k = empty(parts.clone(), DType::F32);
-    let part_v = empty(parts, DType::F32);
+    // Each split laid out as the key gradient, so that adding them up runs over memory.
+    let [b, h, t, d] = memory_order(grad_k.meta.strides()).map(|axis| axis + 1);
+    let parts = || {
+        let shape = [splits, batch, heads, len_k, head_dim];
+        empty_in_order(&k, shape, [0, b, h, t, d], DType::F32)
+    };
+    let (part_k, part_v) = (parts(), parts());
     flash_backward_dkdv_kernel::launch::<R>(
         &client,
         cube_count(len_k, batch * heads, splits),
@@ -211,7 +256,7 @@ pub(crate) fn backward<R: CubeRuntime>(
 mod tests {
     use proptest::prelude::*;
 
-    use super::{query_splits, DEFAULT_TARGET_CUBES, MIN_SPLIT_ROWS};
+    use super::{memory_order, query_splits, DEFAULT_TARGET_CUBES, MIN_SPLIT_ROWS};
 
     proptest! {
         /// The ranges cover the query rows exactly once (none empty), start on tile
@@ -232,6 +277,19 @@ mod tests {
             prop_assert!(splits == 1 || rows >= MIN_SPLIT_ROWS, "ranges too short");
             prop_assert!(splits == 1 || (splits - 1) * key_cubes < target_cubes, "too many");
         }
+    }
+
+    /// A head view of SD 1.5's first projections (`[2, 4096, 320]` seen as `[2, 8, 4096,
+    /// 40]`) lies tokens outside heads; a contiguous tensor in axis order; a batch broadcast
+    /// with stride 0 innermost of the three, the head dimension always last.
+    #[test]
+    fn memory_orders() {
+        assert_eq!(memory_order(&[4096 * 320, 40, 320, 1]), [0, 2, 1, 3]);
+        assert_eq!(
+            memory_order(&[8 * 4096 * 40, 4096 * 40, 40, 1]),
+            [0, 1, 2, 3]
+        );
+        assert_eq!(memory_order(&[0, 77 * 40, 40, 1]), [1, 2, 0, 3]);
     }
 
     /// SD 1.5's largest cross-attention (batch 2, 8 heads, 4096 queries, 77 keys: 32 key

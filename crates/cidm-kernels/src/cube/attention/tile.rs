@@ -1,5 +1,5 @@
-//! Device functions the attention kernels share: reading a row into registers, the length of
-//! a tile, and streaming tiles into shared memory.
+//! Device functions the attention kernels share: where a row starts, reading a row into
+//! registers, the length of a tile, and streaming tiles into shared memory.
 //!
 //! Row tiles live in shared memory as vectors of [`LANES`] f32 values, a row of `head_dim`
 //! values taking [`row_vectors`] of them (the last one padded with zeros when `head_dim` is
@@ -119,11 +119,18 @@ pub(crate) fn tile_len(len: usize, start: usize, tile: usize) -> usize {
     count
 }
 
-/// Copies `rows` consecutive rows of `head_dim` values of `a` and of `b`, from value
-/// `offset` on, into the row tiles `a_tile` and `b_tile` as f32 vectors (zeros in the
-/// padding). Every unit of the cube takes a strided share of the vectors (consecutive units
-/// read consecutive vectors of a row); the caller synchronises the cube before reading the
-/// tiles.
+/// Where row `row` of head `h` of sample `b` starts in `t`, a `[batch, heads, rows,
+/// head_dim]` tensor of any strides whose rows are contiguous (the host side sees to that).
+#[cube]
+pub(crate) fn row_offset<E: CubePrimitive>(t: &Tensor<E>, b: usize, h: usize, row: usize) -> usize {
+    b * t.stride(0) + h * t.stride(1) + row * t.stride(2)
+}
+
+/// Copies `rows` rows of `head_dim` values of `a` and of `b`, the first at value `a_offset`
+/// (`b_offset`) and each next one `a_step` (`b_step`) values further, into the row tiles
+/// `a_tile` and `b_tile` as f32 vectors (zeros in the padding). Every unit of the cube takes a
+/// strided share of the vectors (consecutive units read consecutive vectors of a row); the
+/// caller synchronises the cube before reading the tiles.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn load_row_tiles<E: Float>(
@@ -131,7 +138,10 @@ pub(crate) fn load_row_tiles<E: Float>(
     b: &Tensor<E>,
     a_tile: &mut SharedMemory<Lanes>,
     b_tile: &mut SharedMemory<Lanes>,
-    offset: usize,
+    a_offset: usize,
+    a_step: usize,
+    b_offset: usize,
+    b_step: usize,
     rows: usize,
     #[comptime] head_dim: usize,
 ) {
@@ -139,8 +149,10 @@ pub(crate) fn load_row_tiles<E: Float>(
     let len = rows * vectors;
     let mut idx = UNIT_POS_X as usize;
     while idx < len {
+        let row = idx / vectors;
         let col = (idx % vectors) * LANES;
-        let base = offset + (idx / vectors) * head_dim + col;
+        let a_base = a_offset + row * a_step + col;
+        let b_base = b_offset + row * b_step + col;
         let mut a_values = Lanes::empty();
         let mut b_values = Lanes::empty();
         #[unroll]
@@ -148,8 +160,8 @@ pub(crate) fn load_row_tiles<E: Float>(
             let mut a_value = f32::new(0.0);
             let mut b_value = f32::new(0.0);
             if col + e < head_dim {
-                a_value = f32::cast_from(a[base + e]);
-                b_value = f32::cast_from(b[base + e]);
+                a_value = f32::cast_from(a[a_base + e]);
+                b_value = f32::cast_from(b[b_base + e]);
             }
             a_values[e] = a_value;
             b_values[e] = b_value;
