@@ -51,8 +51,6 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     let h = bh % q.shape(1);
     let row = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
     let active = row < lq;
-    let k_base = row_offset(k, b, h, 0);
-    let v_base = row_offset(v, b, h, 0);
 
     let width = comptime!(padded_width(head_dim));
     let mut q_row = Array::<f32>::new(width);
@@ -94,18 +92,7 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     for t in 0..tiles {
         let start = t * tile;
         let count = tile_len(lk, start, tile);
-        load_row_tiles(
-            k,
-            v,
-            &mut k_tile,
-            &mut v_tile,
-            k_base + start * k.stride(2),
-            k.stride(2),
-            v_base + start * v.stride(2),
-            v.stride(2),
-            count,
-            head_dim,
-        );
+        load_row_tiles(k, v, &mut k_tile, &mut v_tile, b, h, start, count, head_dim);
         sync_cube();
 
         if active {
@@ -163,8 +150,6 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
     // This cube's query rows: [first, first + rows), the last range shorter.
     let first = CUBE_POS_Z as usize * split_rows as usize;
     let rows = tile_len(lq, first, split_rows as usize);
-    let q_base = row_offset(q, b, h, first);
-    let do_base = row_offset(grad_out, b, h, first);
 
     // The key row is pre-multiplied by the scale, so a dot product is already a score.
     let width = comptime!(padded_width(head_dim));
@@ -205,20 +190,19 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
             grad_out,
             &mut q_tile,
             &mut do_tile,
-            q_base + start * q.stride(2),
-            q.stride(2),
-            do_base + start * grad_out.stride(2),
-            grad_out.stride(2),
+            b,
+            h,
+            first + start,
             count,
             head_dim,
         );
-        let row_offset = bh * lq + first + start;
+        let value_offset = bh * lq + first + start;
         load_value_tiles(
             lse,
             delta,
             &mut lse_tile,
             &mut delta_tile,
-            row_offset,
+            value_offset,
             count,
         );
         sync_cube();

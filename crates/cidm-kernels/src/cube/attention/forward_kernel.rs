@@ -50,8 +50,6 @@ pub(crate) fn flash_forward_kernel<E: Float>(
     let row = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
     let active = row < lq;
     let q_base = row_offset(q, b, h, row);
-    let k_base = row_offset(k, b, h, 0);
-    let v_base = row_offset(v, b, h, 0);
 
     // The query row is pre-multiplied by the scale, so a dot product is already a score.
     let width = comptime!(padded_width(head_dim));
@@ -72,18 +70,7 @@ pub(crate) fn flash_forward_kernel<E: Float>(
         let start = t * tile;
         let count = tile_len(lk, start, tile);
         // Every unit helps load the tile, also those past the last query row.
-        load_row_tiles(
-            k,
-            v,
-            &mut k_tile,
-            &mut v_tile,
-            k_base + start * k.stride(2),
-            k.stride(2),
-            v_base + start * v.stride(2),
-            v.stride(2),
-            count,
-            head_dim,
-        );
+        load_row_tiles(k, v, &mut k_tile, &mut v_tile, b, h, start, count, head_dim);
         sync_cube();
 
         if active {

@@ -126,48 +126,49 @@ pub(crate) fn row_offset<E: CubePrimitive>(t: &Tensor<E>, b: usize, h: usize, ro
     b * t.stride(0) + h * t.stride(1) + row * t.stride(2)
 }
 
-/// Copies `rows` rows of `head_dim` values of `a` and of `b`, the first at value `a_offset`
-/// (`b_offset`) and each next one `a_step` (`b_step`) values further, into the row tiles
-/// `a_tile` and `b_tile` as f32 vectors (zeros in the padding). Every unit of the cube takes a
-/// strided share of the vectors (consecutive units read consecutive vectors of a row); the
-/// caller synchronises the cube before reading the tiles.
+/// Copies rows `first..first + rows` of head `h` of sample `b` of `x` and of `y` (each in its
+/// own strides, see [`row_offset`]) into the row tiles `x_tile` and `y_tile` as f32 vectors
+/// (zeros in the padding). Every unit of the cube takes a strided share of the vectors
+/// (consecutive units read consecutive vectors of a row); the caller synchronises the cube
+/// before reading the tiles.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn load_row_tiles<E: Float>(
-    a: &Tensor<E>,
-    b: &Tensor<E>,
-    a_tile: &mut SharedMemory<Lanes>,
-    b_tile: &mut SharedMemory<Lanes>,
-    a_offset: usize,
-    a_step: usize,
-    b_offset: usize,
-    b_step: usize,
+    x: &Tensor<E>,
+    y: &Tensor<E>,
+    x_tile: &mut SharedMemory<Lanes>,
+    y_tile: &mut SharedMemory<Lanes>,
+    b: usize,
+    h: usize,
+    first: usize,
     rows: usize,
     #[comptime] head_dim: usize,
 ) {
+    let x_first = row_offset(x, b, h, first);
+    let y_first = row_offset(y, b, h, first);
     let vectors = comptime!(row_vectors(head_dim));
     let len = rows * vectors;
     let mut idx = UNIT_POS_X as usize;
     while idx < len {
         let row = idx / vectors;
         let col = (idx % vectors) * LANES;
-        let a_base = a_offset + row * a_step + col;
-        let b_base = b_offset + row * b_step + col;
-        let mut a_values = Lanes::empty();
-        let mut b_values = Lanes::empty();
+        let x_base = x_first + row * x.stride(2) + col;
+        let y_base = y_first + row * y.stride(2) + col;
+        let mut x_values = Lanes::empty();
+        let mut y_values = Lanes::empty();
         #[unroll]
         for e in 0..LANES {
-            let mut a_value = f32::new(0.0);
-            let mut b_value = f32::new(0.0);
+            let mut x_value = f32::new(0.0);
+            let mut y_value = f32::new(0.0);
             if col + e < head_dim {
-                a_value = f32::cast_from(a[a_base + e]);
-                b_value = f32::cast_from(b[b_base + e]);
+                x_value = f32::cast_from(x[x_base + e]);
+                y_value = f32::cast_from(y[y_base + e]);
             }
-            a_values[e] = a_value;
-            b_values[e] = b_value;
+            x_values[e] = x_value;
+            y_values[e] = y_value;
         }
-        a_tile[idx] = a_values;
-        b_tile[idx] = b_values;
+        x_tile[idx] = x_values;
+        y_tile[idx] = y_values;
         idx += CUBE_DIM_X as usize;
     }
 }
