@@ -60,11 +60,33 @@ pub(crate) fn float_primitive<B: Backend, const D: usize>(
     }
 }
 
-/// `K` on `B`: `None` when `B` is none of the candidate backends, else the kernel's result
-/// (an error when the device cannot run it). The inputs stay the caller's: the kernel gets
-/// clones of them (reference-counted handles), so the caller can fall back on its plain path.
+/// `K` on `B` from its inputs' primitives, its output as a tensor: `quantized` when an input
+/// is quantized, `backend` when `B` is none of the candidate backends, else the kernel's
+/// result.
+pub(crate) fn run_fused<B: Backend, K: CubeKernel<N>, const N: usize, const D: usize>(
+    inputs: [TensorPrimitive<B>; N],
+    params: K::Params,
+    quantized: K::Error,
+    backend: K::Error,
+) -> Result<Tensor<B, D>, K::Error> {
+    let mut floats = Vec::with_capacity(N);
+    for input in inputs {
+        match input {
+            TensorPrimitive::Float(primitive) => floats.push(primitive),
+            TensorPrimitive::QFloat(_) => return Err(quantized),
+        }
+    }
+    dispatch::<B, K, N>(&floats, params)
+        .unwrap_or(Err(backend))
+        .map(|out| Tensor::from_primitive(TensorPrimitive::Float(out)))
+}
+
+/// `K` on `B`: `None` when `B` is none of the candidate backends (or `inputs` are not `N`),
+/// else the kernel's result (an error when the device cannot run it). The inputs stay the
+/// caller's: the kernel gets clones of them (reference-counted handles), so the caller can
+/// fall back on its plain path.
 pub(crate) fn dispatch<B: Backend, K: CubeKernel<N>, const N: usize>(
-    inputs: &[FloatTensor<B>; N],
+    inputs: &[FloatTensor<B>],
     params: K::Params,
 ) -> Option<Result<FloatTensor<B>, K::Error>> {
     macro_rules! try_backend {
@@ -108,10 +130,10 @@ pub(crate) fn dispatch<B: Backend, K: CubeKernel<N>, const N: usize>(
 /// A kernel on a concrete backend `X`, as [`CubeKernel::plain`] or [`CubeKernel::autodiff`].
 type Runner<X, const N: usize, P, E> = fn([FloatTensor<X>; N], P) -> Result<FloatTensor<X>, E>;
 
-/// `None` when `B`'s float tensors are not `X`'s; else the result of `run` on clones of them,
-/// cast back to `B`'s type.
+/// `None` when `B`'s float tensors are not `X`'s (or there are not `N`); else the result of
+/// `run` on clones of them, cast back to `B`'s type.
 fn try_on<B: Backend, X: Backend, const N: usize, P, E>(
-    inputs: &[FloatTensor<B>; N],
+    inputs: &[FloatTensor<B>],
     params: P,
     run: Runner<X, N, P, E>,
 ) -> Option<Result<FloatTensor<B>, E>> {

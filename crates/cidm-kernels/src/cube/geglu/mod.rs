@@ -6,11 +6,11 @@ mod launch;
 mod ops;
 
 use burn::backend::Autodiff;
-use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorPrimitive};
+use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor};
 
 pub(crate) use ops::GegluOps;
 
-use super::dispatch::{dispatch, float_primitive, CubeKernel, CubeOps};
+use super::dispatch::{run_fused, CubeKernel, CubeOps};
 use super::host::check_dtype;
 use crate::GegluUnfused;
 
@@ -18,12 +18,7 @@ use crate::GegluUnfused;
 pub(crate) fn fused<B: Backend>(x: Tensor<B, 2>) -> Result<Tensor<B, 2>, GegluUnfused> {
     let dtype = GegluUnfused::DType { dtype: x.dtype() };
     // Quantized tensors: the caller's dtype check normally keeps them from coming here.
-    let Some(x) = float_primitive(x) else {
-        return Err(dtype);
-    };
-    dispatch::<B, FusedGeglu, 1>(&[x], ())
-        .unwrap_or(Err(GegluUnfused::Backend))
-        .map(|out| Tensor::from_primitive(TensorPrimitive::Float(out)))
+    run_fused::<B, FusedGeglu, 1, 2>([x.into_primitive()], (), dtype, GegluUnfused::Backend)
 }
 
 /// GEGLU as a [`CubeKernel`]: input `[x]`.

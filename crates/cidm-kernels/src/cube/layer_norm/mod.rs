@@ -6,11 +6,11 @@ mod launch;
 mod ops;
 
 use burn::backend::Autodiff;
-use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorPrimitive};
+use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor};
 
 pub(crate) use ops::LayerNormOps;
 
-use super::dispatch::{dispatch, float_primitive, CubeKernel, CubeOps};
+use super::dispatch::{run_fused, CubeKernel, CubeOps};
 use super::host::check_dtype;
 use crate::LayerNormUnfused;
 
@@ -36,16 +36,12 @@ pub(crate) fn fused<B: Backend>(
         epsilon: epsilon as f32,
     };
     // Quantized tensors: the caller's dtype check normally keeps them from coming here.
-    let (Some(x), Some(gamma), Some(beta)) = (
-        float_primitive(x),
-        float_primitive(gamma),
-        float_primitive(beta),
-    ) else {
-        return Err(dtypes);
-    };
-    dispatch::<B, FusedLayerNorm, 3>(&[x, gamma, beta], params)
-        .unwrap_or(Err(LayerNormUnfused::Backend))
-        .map(|out| Tensor::from_primitive(TensorPrimitive::Float(out)))
+    let inputs = [
+        x.into_primitive(),
+        gamma.into_primitive(),
+        beta.into_primitive(),
+    ];
+    run_fused::<B, FusedLayerNorm, 3, 2>(inputs, params, dtypes, LayerNormUnfused::Backend)
 }
 
 /// The layer norm as a [`CubeKernel`]: inputs `[x, gamma, beta]`.
