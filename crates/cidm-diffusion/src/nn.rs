@@ -53,7 +53,8 @@ pub fn conv2d<B: Backend>(
 ) -> Result<Conv2d<B>> {
     let fan_in = c_in * kernel * kernel;
     Ok(Conv2d {
-        weight: vb.param(
+        weight: conv_weight(
+            vb,
             "weight",
             [c_out, c_in, kernel, kernel],
             Init::fan_in(fan_in),
@@ -65,6 +66,30 @@ pub fn conv2d<B: Backend>(
         groups: 1,
         padding: PaddingConfig2d::Explicit(padding, padding, padding, padding),
     })
+}
+
+/// The convolution weight `name` of shape `shape` (`[out, in, kh, kw]`), as a parameter laid
+/// out for the backend's convolutions: on burn-cubecl's backends (wgpu, CUDA) stored
+/// channels-last (`[out, kh, kw, in]` in memory, seen as `[out, in, kh, kw]`, as the
+/// transposed linear weights above are views), because their convolutions permute the weight
+/// to channels-last and copy an NCHW-contiguous one on every call, forward and backward;
+/// on the CPU backends NCHW, which theirs read directly. The values are the same either way.
+pub fn conv_weight<B: Backend>(
+    vb: &VarBuilder<B>,
+    name: &str,
+    shape: [usize; 4],
+    init: Init,
+) -> Result<Param<Tensor<B, 4>>> {
+    let weight = vb.tensor(name, shape, init)?;
+    if !cidm_kernels::on_cube_backend(&weight) {
+        return Ok(Param::from_tensor(weight));
+    }
+    let (device, dtype) = (weight.device(), weight.dtype());
+    // burn has no "make contiguous" operation: the channels-last copy is made on the host,
+    // once, at load.
+    let channels_last = weight.permute([0, 2, 3, 1]).into_data();
+    let stored = Tensor::<B, 4>::from_data(channels_last, &device).cast(dtype);
+    Ok(Param::from_tensor(stored.permute([0, 3, 1, 2])))
 }
 
 /// The dtype that statistics and softmax are computed in for a tensor of `dtype`: f32 for the

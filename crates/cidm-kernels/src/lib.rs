@@ -25,6 +25,9 @@
 //! the two halves of its input, one kernel each way; its backward uses GELU's exact
 //! derivative and writes both halves of the input's gradient at once ([`GegluUnfused`]).
 //!
+//! [`on_cube_backend`] says whether a tensor is on a backend the kernels run on, for layout
+//! choices that follow burn-cubecl's kernels (convolution weights).
+//!
 //! The features `wgpu` and `cuda` compile the kernels for those runtimes; without either,
 //! the crate has no CubeCL dependency and every entry point always declines. Setting
 //! `CIDM_FUSED_ATTENTION=0` ([`SWITCH_VAR`]), `CIDM_FUSED_GROUP_NORM=0`
@@ -34,6 +37,7 @@
 //! [`set_fused_geglu`] do so from code, at run time.
 
 mod attention;
+mod backend_probe;
 mod geglu;
 mod group_norm;
 mod layer_norm;
@@ -46,6 +50,7 @@ mod unfused;
 mod cube;
 
 pub use attention::{fused_attention, MAX_HEAD_DIM};
+pub use backend_probe::on_cube_backend;
 pub use geglu::{fused_geglu, GegluUnfused};
 pub use group_norm::{fused_group_norm, GroupNormOptions, GroupNormUnfused};
 pub use layer_norm::{fused_layer_norm, LayerNormUnfused};

@@ -14,7 +14,7 @@ use super::encoder::CLIPEncoderLayer;
 use super::vision_config::CLIPVisionConfig;
 use crate::error::{Error, Result};
 use crate::loading::{Init, VarBuilder};
-use crate::nn::LayerNorm;
+use crate::nn::{conv_weight, LayerNorm};
 use crate::unet::config::memory_path;
 
 /// Bound of the uniform draw for the random class and position rows: the standard deviation
@@ -41,7 +41,8 @@ impl<B: Backend> CLIPVisionEmbeddings<B> {
         Ok(Self {
             class_embedding: vb.param("class_embedding", [hidden], init)?,
             patch_embedding: Conv2d {
-                weight: vb.param(
+                weight: conv_weight(
+                    vb,
                     "patch_embedding.weight",
                     [hidden, channels, patch, patch],
                     Init::fan_in(channels * patch * patch),

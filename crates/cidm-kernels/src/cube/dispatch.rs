@@ -81,6 +81,32 @@ pub(crate) fn run_fused<B: Backend, K: CubeKernel<N>, const N: usize, const D: u
         .map(|out| Tensor::from_primitive(TensorPrimitive::Float(out)))
 }
 
+/// Whether `tensor` is on one of the candidate backends of [`dispatch`]: the identity as a
+/// kernel, dispatched, so that the answer comes from the same list of backends.
+pub(crate) fn on_cube_backend<B: Backend, const D: usize>(tensor: &Tensor<B, D>) -> bool {
+    float_primitive(tensor.clone())
+        .is_some_and(|primitive| dispatch::<B, Identity, 1>(&[primitive], ()).is_some())
+}
+
+/// The identity as a [`CubeKernel`], for [`on_cube_backend`].
+struct Identity;
+
+impl CubeKernel<1> for Identity {
+    type Params = ();
+    type Error = ();
+
+    fn plain<X: CubeOps>([x]: [FloatTensor<X>; 1], _: ()) -> Result<FloatTensor<X>, ()> {
+        Ok(x)
+    }
+
+    fn autodiff<X: CubeOps>(
+        [x]: [FloatTensor<Autodiff<X>>; 1],
+        _: (),
+    ) -> Result<FloatTensor<Autodiff<X>>, ()> {
+        Ok(x)
+    }
+}
+
 /// `K` on `B`: `None` when `B` is none of the candidate backends (or `inputs` are not `N`),
 /// else the kernel's result (an error when the device cannot run it). The inputs stay the
 /// caller's: the kernel gets clones of them (reference-counted handles), so the caller can

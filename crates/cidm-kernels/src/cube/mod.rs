@@ -16,6 +16,7 @@ mod layer_norm;
 mod reduce;
 
 pub(crate) use attention::fused as fused_attention;
+pub(crate) use dispatch::on_cube_backend;
 pub(crate) use geglu::fused as fused_geglu;
 pub(crate) use group_norm::fused as fused_group_norm;
 pub(crate) use layer_norm::fused as fused_layer_norm;

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod conv_weights;
 mod flash_attention;
 mod geglu;
 mod group_norm;
