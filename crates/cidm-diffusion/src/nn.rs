@@ -84,12 +84,33 @@ pub fn conv_weight<B: Backend>(
     if !cidm_kernels::on_cube_backend(&weight) {
         return Ok(Param::from_tensor(weight));
     }
-    let (device, dtype) = (weight.device(), weight.dtype());
-    // burn has no "make contiguous" operation: the channels-last copy is made on the host,
-    // once, at load.
-    let channels_last = weight.permute([0, 2, 3, 1]).into_data();
-    let stored = Tensor::<B, 4>::from_data(channels_last, &device).cast(dtype);
+    // burn has no "make contiguous" operation, but flattening the channels-last view is one:
+    // burn's reshape cannot merge permuted axes, so it copies them, in that order, into a new
+    // buffer on the device. Flattened to one dimension, whose allocation CUDA never pads (it
+    // pads the rows of 2-D and larger tensors), the copy is dense.
+    let [out, input, kh, kw] = shape;
+    let stored = weight
+        .permute([0, 2, 3, 1])
+        .reshape([out * kh * kw * input])
+        .reshape([out, kh, kw, input]);
     Ok(Param::from_tensor(stored.permute([0, 3, 1, 2])))
+}
+
+/// Flattens an image `[b, c, h, w]` to tokens `[b, h * w, c]`. The axes are permuted before
+/// the spatial ones are merged: a channels-last image (a convolution's output on burn-cubecl's
+/// backends) then becomes contiguous tokens without a copy, where merging first would copy
+/// it (burn's reshape merges only contiguous axes) and the swapped view be copied again by
+/// whatever needs contiguous rows. A channels-first image is copied once either way.
+pub(crate) fn to_tokens<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [b, c, h, w] = x.dims();
+    x.permute([0, 2, 3, 1]).reshape([b, h * w, c])
+}
+
+/// Inverse of [`to_tokens`]: contiguous tokens become a channels-last view of the image,
+/// without a copy.
+pub(crate) fn to_image<B: Backend>(x: Tensor<B, 3>, h: usize, w: usize) -> Tensor<B, 4> {
+    let [b, _, c] = x.dims();
+    x.swap_dims(1, 2).reshape([b, c, h, w])
 }
 
 /// The dtype that statistics and softmax are computed in for a tensor of `dtype`: f32 for the

@@ -87,7 +87,9 @@ pub enum GroupNormUnfused {
 ///
 /// Statistics (mean, biased variance) and the affine step are f32 whatever the input dtype,
 /// as the plain norm of `cidm-diffusion` computes them under f16/bf16; the output has x's
-/// dtype and shape.
+/// dtype and shape, and lies channels-last in memory (`[batch, ..., channels]`, seen in x's
+/// axis order), the layout burn-cubecl's convolutions read without a copy. x may be
+/// NCHW-contiguous or channels-last (a convolution's output) without being copied.
 ///
 /// # Shapes
 /// - x: `[batch, channels, ...]`, gamma and beta: `[channels]`
@@ -165,7 +167,8 @@ fn unsupported<B: Backend, const D: usize>(
     None
 }
 
-/// The kernels on x viewed as `[batch, channels, spatial]`.
+/// The kernels on x in its own rank: folding the spatial axes with a reshape would copy a
+/// channels-last x, which the kernels read as it is.
 #[cfg(feature = "cube")]
 fn run<B: Backend, const D: usize>(
     x: &Tensor<B, D>,
@@ -173,10 +176,7 @@ fn run<B: Backend, const D: usize>(
     beta: &Tensor<B, 1>,
     options: GroupNormOptions,
 ) -> Result<Tensor<B, D>, GroupNormUnfused> {
-    let dims = x.dims();
-    let flat = x.clone().reshape(layout(&dims));
-    crate::cube::fused_group_norm(flat, gamma.clone(), beta.clone(), options)
-        .map(|out| out.reshape(dims))
+    crate::cube::fused_group_norm(x.clone(), gamma.clone(), beta.clone(), options)
 }
 
 /// Without the GPU features there are no kernels: declined before any tensor work, since

@@ -13,6 +13,9 @@
 //! [`fused_group_norm`] is `torch.nn.GroupNorm` with optional SiLU after it: shifted f32
 //! sums per chunk of each (sample, group) block, the block's statistics, then one pass that
 //! normalises, scales, shifts and activates; its backward is four kernels without atomics.
+//! It reads x as it lies, NCHW-contiguous or channels-last (as a convolution leaves it),
+//! writes the output channels-last (as a convolution, or the flattening into tokens, reads
+//! it) and x's gradient in x's layout.
 //! It dispatches the same way and hands back a [`GroupNormUnfused`] reason where it does not
 //! apply, so the caller runs its plain norm.
 //!

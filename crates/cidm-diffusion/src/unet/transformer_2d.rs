@@ -12,7 +12,7 @@ use super::attention::BasicTransformerBlock;
 use crate::conditioning::Conditioning;
 use crate::error::Result;
 use crate::loading::VarBuilder;
-use crate::nn::{conv2d, group_norm, linear, GroupNorm};
+use crate::nn::{conv2d, group_norm, linear, to_image, to_tokens, GroupNorm};
 
 /// `proj_in` / `proj_out`: a 1x1 convolution or a linear layer on the flattened pixels.
 #[derive(Module, Debug)]
@@ -31,18 +31,6 @@ impl<B: Backend> Projection<B> {
             Projection::Conv(conv2d(vb, c_in, c_out, 1, 1, 0)?)
         })
     }
-}
-
-/// Flattens `[b, c, h, w]` to `[b, h * w, c]`.
-fn to_tokens<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
-    let [b, c, h, w] = x.dims();
-    x.reshape([b, c, h * w]).swap_dims(1, 2)
-}
-
-/// Inverse of [`to_tokens`].
-fn to_image<B: Backend>(x: Tensor<B, 3>, h: usize, w: usize) -> Tensor<B, 4> {
-    let [b, _, c] = x.dims();
-    x.swap_dims(1, 2).reshape([b, c, h, w])
 }
 
 /// A spatial transformer.

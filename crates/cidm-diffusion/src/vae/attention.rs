@@ -20,7 +20,7 @@ use burn::tensor::Tensor;
 use crate::error::Result;
 use crate::loading::{Init, SafetensorsWeights, VarBuilder};
 use crate::lowrank::AdaptableLinear;
-use crate::nn::{group_norm, linear, GroupNorm};
+use crate::nn::{group_norm, linear, to_image, to_tokens, GroupNorm};
 use crate::unet::attention::Attention;
 
 /// The four projections: current diffusers name, deprecated name.
@@ -119,13 +119,9 @@ impl<B: Backend> MidBlockAttention<B> {
     /// # Shapes
     /// - x: `[batch, c, h, w]` -> `[batch, c, h, w]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [batch, channels, h, w] = x.dims();
-        let tokens = self
-            .group_norm
-            .forward(x.clone())
-            .reshape([batch, channels, h * w])
-            .swap_dims(1, 2);
+        let [_, _, h, w] = x.dims();
+        let tokens = to_tokens(self.group_norm.forward(x.clone()));
         let out = self.attention.forward(tokens, None, None);
-        out.swap_dims(1, 2).reshape([batch, channels, h, w]) + x
+        to_image(out, h, w) + x
     }
 }

@@ -4,8 +4,9 @@
 
 use burn::tensor::{backend::Backend, DType, Shape, TensorMetadata};
 use burn_cubecl::{
-    ops::numeric::empty_device_contiguous_dtype, tensor::CubeTensor, BoolElement, CubeBackend,
-    CubeRuntime, FloatElement, IntElement,
+    ops::{numeric::empty_device_contiguous_dtype, permute},
+    tensor::CubeTensor,
+    BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement,
 };
 use burn_fusion::{Fusion, FusionBackend};
 use cubecl::{calculate_cube_count_elemwise, prelude::*};
@@ -29,6 +30,43 @@ pub(crate) fn empty_on<R: CubeRuntime>(
     dtype: DType,
 ) -> CubeTensor<R> {
     empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, dtype)
+}
+
+/// An uninitialised tensor of `shape` on `like`'s device, dense in memory with its axes in
+/// `order` (outermost first), seen in `shape`'s axis order.
+pub(crate) fn empty_in_order<R: CubeRuntime>(
+    like: &CubeTensor<R>,
+    shape: &[usize],
+    order: &[usize],
+    dtype: DType,
+) -> CubeTensor<R> {
+    let dense_shape: Vec<usize> = order.iter().map(|&axis| shape[axis]).collect();
+    let dense = empty_on(like, Shape::from(dense_shape), dtype);
+    permute(dense, &inverse_order(order))
+}
+
+/// The permutation that undoes `order`: the position of each axis in it.
+fn inverse_order(order: &[usize]) -> Vec<usize> {
+    let mut axes = vec![0; order.len()];
+    for (position, &axis) in order.iter().enumerate() {
+        axes[axis] = position;
+    }
+    axes
+}
+
+/// The axes of a `[batch, channels, ...]` tensor in channels-last memory order, outermost
+/// first: batch, the trailing (spatial) axes, then the channels.
+pub(crate) fn channels_last_order(rank: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..rank).filter(|&axis| axis != 1).collect();
+    order.push(1);
+    order
+}
+
+/// Whether `tensor` `[batch, channels, ...]` is dense in memory in channels-last order (the
+/// NHWC layout burn-cubecl's convolutions write and read), seen in NCHW axis order.
+pub(crate) fn is_channels_last<R: CubeRuntime>(tensor: &CubeTensor<R>) -> bool {
+    let rank = tensor.meta.shape().len();
+    rank >= 2 && permute(tensor.clone(), &channels_last_order(rank)).is_contiguous()
 }
 
 /// One unit per element of a tensor of `len` values.

@@ -4,16 +4,20 @@
 //! gradients of x, gamma and beta. Shapes: Stable Diffusion's 32 groups at 64 and 320
 //! channels (2 and 10 channels per group), odd sizes that fill no cube evenly, one group,
 //! one channel per group, a rank-3 and a rank-2 input (one value per channel), and inputs
-//! with a mean of 1000 (the variance must not lose its digits). Both sides compute in f32
+//! with a mean of 1000 (the variance must not lose its digits); x channels last, as a
+//! convolution leaves it, and the output written channels last. Both sides compute in f32
 //! and sum in different orders, so they agree to rounding: 1e-4 relative to the largest
 //! reference value.
 use crate::common::{assert_close, assert_norm_close, to_vec, Gpu, GpuPlain, NormInputs, TOL_F32};
 
+use std::any::Any;
+
 use burn::backend::wgpu::WgpuDevice;
-use burn::backend::Flex;
+use burn::backend::{Autodiff, Flex};
 use burn::module::Param;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Tensor, TensorPrimitive};
 use cidm_diffusion::nn::GroupNorm;
 use cidm_kernels::{
     fused_group_norm, group_norm_dispatch_counts, GroupNormOptions, GroupNormUnfused,
@@ -62,12 +66,36 @@ impl<const D: usize> Case<D> {
 
     /// The fused kernels on `B` (which must take them) against the reference.
     fn check<B: Backend>(&self, device: &B::Device) {
-        let want = self.reference();
+        self.check_laid_out::<B>(device, &self.reference(), false, false);
+    }
+
+    /// [`Case::check`] with x channels last when `x_last` (made so by [`channels_last`]) and
+    /// the output's gradient channels last when `grad_last` (the output goes through
+    /// [`channels_last`] before the loss); else both NCHW-contiguous (burn's elementwise ops,
+    /// the loss's among them, write so).
+    /// `want` is [`Case::reference`], computed once for all layouts.
+    fn check_laid_out<B: Backend>(
+        &self,
+        device: &B::Device,
+        want: &[Vec<f32>; 4],
+        x_last: bool,
+        grad_last: bool,
+    ) {
         let got = self.inputs.run::<B>(device, DType::F32, |x, gamma, beta| {
-            fused_group_norm(&x, &gamma, &beta, self.options())
-                .unwrap_or_else(|reason| panic!("the fused kernels did not run: {reason}"))
+            let x = if x_last { channels_last(x) } else { x };
+            let out = fused_group_norm(&x, &gamma, &beta, self.options())
+                .unwrap_or_else(|reason| panic!("the fused kernels did not run: {reason}"));
+            if grad_last {
+                channels_last(out)
+            } else {
+                out
+            }
         });
-        assert_norm_close(&self.name(), &got, &want, TOL_F32);
+        let what = format!(
+            "{}, x channels last {x_last}, gradient channels last {grad_last}",
+            self.name()
+        );
+        assert_norm_close(&what, &got, want, TOL_F32);
     }
 }
 
@@ -93,8 +121,10 @@ fn core_norm<B: Backend, const D: usize>(
 }
 
 /// Output and all three gradients through `Autodiff<Wgpu>` (the fused forward and backward
-/// kernels under burn-fusion), with and without SiLU, for 4-D shapes; `[2, 64, 48, 48]` in
-/// 8 groups has 18432 values per group, statistics in three chunks, the last one short.
+/// kernels under burn-fusion), with and without SiLU, for 4-D shapes, with x and the output's
+/// gradient each NCHW-contiguous or channels last (a convolution's output), all read as they
+/// are; `[2, 64, 48, 48]` in 8 groups has 18432 values per group, statistics in three chunks,
+/// the last one short.
 #[test]
 fn forward_and_gradients_match_the_plain_norm() {
     let device = WgpuDevice::default();
@@ -106,9 +136,14 @@ fn forward_and_gradients_match_the_plain_norm() {
         ([1, 5, 3, 11], 1),
         ([2, 6, 1, 300], 6),
     ];
+    let layouts = [(false, false), (false, true), (true, false), (true, true)];
     for (shape, groups) in shapes {
         for silu in [false, true] {
-            Case::new(shape, groups, silu, 0.0).check::<Gpu>(&device);
+            let case = Case::new(shape, groups, silu, 0.0);
+            let want = case.reference();
+            for (x_last, grad_last) in layouts {
+                case.check_laid_out::<Gpu>(&device, &want, x_last, grad_last);
+            }
         }
     }
 }
@@ -157,6 +192,98 @@ fn a_large_mean_keeps_the_variance() {
     }
     assert_eq!(want.len(), batch * channels * h * w);
     assert_close("output at mean 1000", &got[0], &want, TOL_F32);
+}
+
+/// x `[b, c, ...]` laid out channels last, as burn-cubecl's convolutions write their
+/// outputs: permuted to `[b, ..., c]`, made dense in that order (a reshape of the permuted
+/// view to `[b, positions, c]` copies it) and seen in x's axis order again. The values are
+/// x's.
+fn channels_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let dims = x.dims();
+    let mut order = [0; D];
+    for (position, axis) in order.iter_mut().enumerate().skip(1) {
+        *axis = if position + 1 == D { 1 } else { position + 1 };
+    }
+    let mut inverse = [0; D];
+    for (position, &axis) in order.iter().enumerate() {
+        inverse[axis] = position;
+    }
+    let positions = dims.iter().skip(2).product::<usize>();
+    x.permute(order)
+        .reshape([dims[0], positions, dims[1]])
+        .reshape(order.map(|axis| dims[axis]))
+        .permute(inverse)
+}
+
+/// The strides of a tensor of burn-cubecl's wgpu backend, plain or under autodiff.
+fn strides<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Vec<usize> {
+    let TensorPrimitive::Float(primitive) = x.clone().into_primitive() else {
+        panic!("a float tensor");
+    };
+    let primitive: &dyn Any = &primitive;
+    let tensor = primitive
+        .downcast_ref::<FloatTensor<GpuPlain>>()
+        .or_else(|| {
+            primitive
+                .downcast_ref::<FloatTensor<Autodiff<GpuPlain>>>()
+                .map(|tensor| &tensor.primitive)
+        })
+        .expect("a tensor of the plain wgpu backend");
+    tensor.meta.strides().to_vec()
+}
+
+/// The strides of a dense `[b, c, h, w]` tensor in channels-last order.
+fn channels_last_strides([_, c, h, w]: [usize; 4]) -> Vec<usize> {
+    vec![h * w * c, 1, w * c, c]
+}
+
+/// The kernels read x channels last as it is and write the output channels last whatever
+/// x's layout, so that the next convolution takes it without a copy: strides checked on
+/// burn-cubecl's backend without fusion (whose tensors show them), with and without
+/// autodiff, for x in either layout; values as well.
+#[test]
+fn outputs_are_written_channels_last() {
+    let device = WgpuDevice::default();
+    let case = Case::new(LAYOUT_SHAPE, 32, true, 0.0);
+    let want = case.reference();
+    for x_last in [false, true] {
+        let what = format!("x channels last {x_last}");
+        let got = case.inputs.infer::<GpuPlain>(&device, |x, gamma, beta| {
+            norm_with_strides(x, gamma, beta, case.options(), x_last, &what)
+        });
+        assert_close(&format!("inference, {what}"), &got, &want[0], TOL_F32);
+        let got = case
+            .inputs
+            .run::<GpuPlain>(&device, DType::F32, |x, gamma, beta| {
+                norm_with_strides(x, gamma, beta, case.options(), x_last, &what)
+            });
+        assert_norm_close(&format!("autodiff, {what}"), &got, &want, TOL_F32);
+    }
+}
+
+/// The shape of [`outputs_are_written_channels_last`].
+const LAYOUT_SHAPE: [usize; 4] = [2, 64, 8, 8];
+
+/// The fused norm of x `[2, 64, 8, 8]` on the plain wgpu backend (with or without autodiff),
+/// x made channels last first when `x_last`, asserting the strides of x and of the output.
+fn norm_with_strides<B: Backend>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    options: GroupNormOptions,
+    x_last: bool,
+    what: &str,
+) -> Tensor<B, 4> {
+    let (x, x_strides) = if x_last {
+        (channels_last(x), channels_last_strides(LAYOUT_SHAPE))
+    } else {
+        (x, vec![64 * 8 * 8, 8 * 8, 8, 1])
+    };
+    assert_eq!(strides(&x), x_strides, "x, {what}");
+    let out = fused_group_norm(&x, &gamma, &beta, options).expect("fused");
+    let out_strides = channels_last_strides(LAYOUT_SHAPE);
+    assert_eq!(strides(&out), out_strides, "output, {what}");
+    out
 }
 
 /// burn-cubecl's backend without fusion takes the kernels directly (another dispatch path).

@@ -117,28 +117,30 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
 
 /// Partial gradients of the keys and values, one unit per key row, over the range of
 /// `split_rows` query rows that starts at `CUBE_POS_Z * split_rows`; reads the `delta`
-/// written by [`flash_backward_dq_kernel`]. `part_k` and `part_v` are f32
+/// written by [`flash_backward_dq_kernel`]. `part_k` and `part_v` are
 /// `[splits, batch, heads, len_k, head_dim]` with the same strides (each split laid out as the
-/// key gradient it adds up to); `part_k` already carries the scale. Other layouts as in the
+/// key gradient it adds up to), of dtype `P`: f32 partial sums when there are several ranges,
+/// the gradients themselves (seen with a leading axis of one) in the inputs' dtype when one
+/// range covers all query rows; `part_k` already carries the scale. Other layouts as in the
 /// forward kernel.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
+pub(crate) fn flash_backward_dkdv_kernel<E: Float, P: Float>(
     q: &Tensor<E>,
     k: &Tensor<E>,
     v: &Tensor<E>,
     grad_out: &Tensor<E>,
     lse: &Tensor<f32>,
     delta: &Tensor<f32>,
-    part_k: &mut Tensor<f32>,
-    part_v: &mut Tensor<f32>,
+    part_k: &mut Tensor<P>,
+    part_v: &mut Tensor<P>,
     scale: f32,
     len_q: u32,
     len_k: u32,
     split_rows: u32,
     #[comptime] head_dim: usize,
     #[comptime] tile: usize,
-    #[define(E)] _dtype: StorageType,
+    #[define(E, P)] _dtypes: [StorageType; 2],
 ) {
     let lq = len_q as usize;
     let lk = len_k as usize;
@@ -228,8 +230,8 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float>(
             + row * part_k.stride(3);
         #[unroll]
         for c in 0..head_dim {
-            part_k[part_base + c] = dk[c] * scale;
-            part_v[part_base + c] = dv[c];
+            part_k[part_base + c] = P::cast_from(dk[c] * scale);
+            part_v[part_base + c] = P::cast_from(dv[c]);
         }
     }
 }

@@ -1,13 +1,13 @@
 //! Host side of the kernels: layout, tile size and launch on burn's `CubeTensor`s.
 
 use burn::tensor::{DType, Shape, TensorMetadata};
-use burn_cubecl::{kernel::into_contiguous, ops::permute, tensor::CubeTensor, CubeRuntime};
+use burn_cubecl::{kernel::into_contiguous, ops::reshape, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
 use super::backward_kernel::{flash_backward_dkdv_kernel, flash_backward_dq_kernel};
 use super::forward_kernel::{flash_forward_kernel, ROWS_PER_CUBE};
 use super::tile::padded_width;
-use crate::cube::host::{empty_on, sum_splits, supports_dtype};
+use crate::cube::host::{empty_in_order, empty_on, sum_splits, supports_dtype};
 
 /// Most rows of keys (or queries) held in shared memory at once.
 const MAX_TILE: usize = 64;
@@ -85,28 +85,17 @@ pub(crate) fn memory_order(strides: &[usize]) -> [usize; 4] {
     [outer[0], outer[1], outer[2], 3]
 }
 
-/// An uninitialised tensor of `shape` on `like`'s device, dense in memory with its axes in
-/// `order` (outermost first), seen in `shape`'s axis order.
-fn empty_in_order<R: CubeRuntime, const N: usize>(
-    like: &CubeTensor<R>,
-    shape: [usize; N],
-    order: [usize; N],
-    dtype: DType,
-) -> CubeTensor<R> {
-    let dense = empty_on(like, Shape::new(order.map(|axis| shape[axis])), dtype);
-    let mut axes = [0; N];
-    for (position, &axis) in order.iter().enumerate() {
-        axes[axis] = position;
-    }
-    permute(dense, &axes)
-}
-
 /// An output (or gradient) shaped and laid out like `like`: an attention output written in
 /// the layout of its queries comes out of the heads-to-tokens view (`swap_dims(1, 2)` then
 /// `reshape`) the model applies without a copy, and so do the gradients of q, k and v on
 /// their way back to the projections.
 fn empty_like<R: CubeRuntime>(like: &CubeTensor<R>, dtype: DType) -> CubeTensor<R> {
-    empty_in_order(like, dims4(like), memory_order(like.meta.strides()), dtype)
+    empty_in_order(
+        like,
+        &dims4(like),
+        &memory_order(like.meta.strides()),
+        dtype,
+    )
 }
 
 /// One cube per [`ROWS_PER_CUBE`] rows, times `batch * heads`, times `splits`.
@@ -220,13 +209,19 @@ pub(crate) fn backward<R: CubeRuntime>(
         .num_streaming_multiprocessors
         .map_or(DEFAULT_TARGET_CUBES, |sms| 4 * sms as usize);
     let (splits, split_rows) = query_splits(len_q, key_cubes, target_cubes, tile);
-    // Each split laid out as the key gradient, so that adding them up runs over memory.
-    let [b, h, t, d] = memory_order(grad_k.meta.strides()).map(|axis| axis + 1);
-    let parts = || {
-        let shape = [splits, batch, heads, len_k, head_dim];
-        empty_in_order(&k, shape, [0, b, h, t, d], DType::F32)
+    let parts_shape = Shape::new([splits, batch, heads, len_k, head_dim]);
+    let (part_k, part_v) = if splits == 1 {
+        // One range: the kernel writes the gradients themselves, seen as one split.
+        let split = |grad: &CubeTensor<R>| reshape(grad.clone(), parts_shape.clone());
+        (split(&grad_k), split(&grad_v))
+    } else {
+        // f32 partial sums, each split laid out as the key gradient, so that adding them up
+        // runs over memory.
+        let [b, h, t, d] = memory_order(grad_k.meta.strides()).map(|axis| axis + 1);
+        let parts = || empty_in_order(&k, &parts_shape, &[0, b, h, t, d], DType::F32);
+        (parts(), parts())
     };
-    let (part_k, part_v) = (parts(), parts());
+    let part_dtype = part_k.dtype;
     flash_backward_dkdv_kernel::launch::<R>(
         &client,
         cube_count(len_k, batch * heads, splits),
@@ -245,10 +240,12 @@ pub(crate) fn backward<R: CubeRuntime>(
         split_rows as u32,
         head_dim,
         tile,
-        dtype.into(),
+        [dtype.into(), part_dtype.into()],
     );
-    sum_splits(part_k, &grad_k, splits);
-    sum_splits(part_v, &grad_v, splits);
+    if splits > 1 {
+        sum_splits(part_k, &grad_k, splits);
+        sum_splits(part_v, &grad_v, splits);
+    }
     (grad_q, grad_k, grad_v)
 }
 

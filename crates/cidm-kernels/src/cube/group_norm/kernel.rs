@@ -1,10 +1,15 @@
 //! The group-norm kernels: `y = (x - mean_g) * rstd_g * gamma_c + beta_c`, optionally
 //! followed by SiLU, `y * sigmoid(y)`, and its backward.
 //!
-//! `x` is contiguous `[batch, channels, spatial]`, so the `channels / groups * spatial`
-//! values of one (sample, group) pair are one contiguous block, numbered `n * groups + g`,
-//! and the `spatial` values of one (sample, channel) pair are one row, numbered
-//! `n * channels + c`. Statistics and sums are f32 whatever the input dtype.
+//! Each `[batch, channels, spatial]` tensor is dense in memory in one of two layouts, chosen
+//! at compile time per tensor (`x_last`, `out_last`, `grad_last`): channels first
+//! (NCHW-contiguous: the `channels / groups * spatial` values of one (sample, group) pair are
+//! one contiguous block, the `spatial` values of one (sample, channel) pair one row) or
+//! channels last (the NHWC order burn-cubecl's convolutions read and write: a position's
+//! channels are adjacent). Blocks are numbered `n * groups + g`, rows `n * channels + c`.
+//! The kernels with one unit per value walk x (and x's gradient, laid out like x) in memory
+//! order and find the same value in the output or its gradient, which may lie in the other
+//! layout. Statistics and sums are f32 whatever the input dtype.
 //!
 //! Forward: [`group_norm_partial_sums_kernel`] (one cube per chunk of a block: shifted sums),
 //! [`group_norm_stats_kernel`] (one unit per block: its mean and `1 / sqrt(var + eps)`),
@@ -49,6 +54,97 @@ fn activation_grad(grad: f32, y: f32, #[comptime] silu: bool) -> f32 {
     out
 }
 
+/// The channel of the value at `at` in memory.
+#[cube]
+fn channel_at(at: usize, channels: u32, spatial: u32, #[comptime] channels_last: bool) -> usize {
+    let mut c = at % channels as usize;
+    if !channels_last {
+        c = (at / spatial as usize) % channels as usize;
+    }
+    c
+}
+
+/// The spatial position of the value at `at` in memory.
+#[cube]
+fn position_at(at: usize, channels: u32, spatial: u32, #[comptime] channels_last: bool) -> usize {
+    let mut s = at % spatial as usize;
+    if channels_last {
+        s = (at / channels as usize) % spatial as usize;
+    }
+    s
+}
+
+/// Where the value at `at` in memory in x's layout lies in a tensor of the same shape in the
+/// other layout (`at` itself when both are the same, decided at compile time).
+#[cube]
+fn same_value(
+    at: usize,
+    c: usize,
+    channels: u32,
+    spatial: u32,
+    #[comptime] x_last: bool,
+    #[comptime] other_last: bool,
+) -> usize {
+    let mut other = at;
+    if comptime![x_last != other_last] {
+        let n = at / (channels as usize * spatial as usize);
+        let s = position_at(at, channels, spatial, x_last);
+        other = row_value(n, c, s, channels, spatial, other_last);
+    }
+    other
+}
+
+/// The block (`n * groups + g`) of the value at `at` in memory, in channel `c`.
+#[cube]
+fn block_at(at: usize, c: usize, channels: u32, spatial: u32, channels_per_group: u32) -> usize {
+    let groups = channels / channels_per_group;
+    let n = at / (channels as usize * spatial as usize);
+    n * groups as usize + c / channels_per_group as usize
+}
+
+/// Where in memory the `j`-th value of `block` lies, its values numbered in memory order
+/// (position-major when channels last, where each position holds `channels_per_group`
+/// adjacent values of the block).
+#[cube]
+fn block_value(
+    block: usize,
+    j: usize,
+    channels: u32,
+    spatial: u32,
+    channels_per_group: u32,
+    #[comptime] channels_last: bool,
+) -> usize {
+    let cpg = channels_per_group as usize;
+    let width = channels as usize;
+    let mut at = block * cpg * spatial as usize + j;
+    if channels_last {
+        let groups = width / cpg;
+        let n = block / groups;
+        let g = block % groups;
+        at = n * width * spatial as usize + (j / cpg) * width + g * cpg + j % cpg;
+    }
+    at
+}
+
+/// Where in memory the `s`-th value of row (sample `n`, channel `c`) lies.
+#[cube]
+fn row_value(
+    n: usize,
+    c: usize,
+    s: usize,
+    channels: u32,
+    spatial: u32,
+    #[comptime] channels_last: bool,
+) -> usize {
+    let width = channels as usize;
+    let len = spatial as usize;
+    let mut at = (n * width + c) * len + s;
+    if channels_last {
+        at = n * width * len + s * width + c;
+    }
+    at
+}
+
 /// Shifted sums of one chunk of a block: the grid is `(splits, groups, batch)`, cube
 /// `(split, g, n)` adds up the `chunk_len` values of block `n * groups + g` from
 /// `split * chunk_len` (fewer in the last chunk) with [`REDUCE_UNITS`] units and writes
@@ -59,27 +155,32 @@ fn activation_grad(grad: f32, y: f32, #[comptime] silu: bool) -> f32 {
 /// 32 groups of batch 2 are only 64 blocks, each of 40960 values, for a GPU of 132
 /// multiprocessors.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn group_norm_partial_sums_kernel<E: Float>(
     x: &Tensor<E>,
     partials: &mut Tensor<f32>,
-    group_len: u32,
+    channels: u32,
+    spatial: u32,
+    channels_per_group: u32,
     chunk_len: u32,
     #[comptime] units: usize,
+    #[comptime] x_last: bool,
     #[define(E)] _dtype: StorageType,
 ) {
     let splits = CUBE_COUNT_X as usize;
     let split = CUBE_POS_X as usize;
     let block = CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + CUBE_POS_Y as usize;
-    let len = group_len as usize;
-    let base = block * len;
+    let len = channels_per_group as usize * spatial as usize;
     let end = usize::min((split + 1) * chunk_len as usize, len);
     let unit = UNIT_POS_X as usize;
-    let shift = f32::cast_from(x[base]);
+    let first = block_value(block, 0, channels, spatial, channels_per_group, x_last);
+    let shift = f32::cast_from(x[first]);
     let mut sum = f32::new(0.0);
     let mut sum_sq = f32::new(0.0);
     let mut i = split * chunk_len as usize + unit;
     while i < end {
-        let d = f32::cast_from(x[base + i]) - shift;
+        let at = block_value(block, i, channels, spatial, channels_per_group, x_last);
+        let d = f32::cast_from(x[at]) - shift;
         sum += d;
         sum_sq += d * d;
         i += units;
@@ -99,15 +200,19 @@ pub(crate) fn group_norm_partial_sums_kernel<E: Float>(
 /// Mean and reciprocal standard deviation (biased variance, `1 / sqrt(var + eps)`) of each
 /// block from its chunks' shifted sums, one unit per block; `mean` and `rstd` `[blocks]`.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn group_norm_stats_kernel<E: Float>(
     x: &Tensor<E>,
     partials: &Tensor<f32>,
     mean: &mut Tensor<f32>,
     rstd: &mut Tensor<f32>,
-    group_len: u32,
+    channels: u32,
+    spatial: u32,
+    channels_per_group: u32,
     splits: u32,
     inv_len: f32,
     epsilon: f32,
+    #[comptime] x_last: bool,
     #[define(E)] _dtype: StorageType,
 ) {
     let block = ABSOLUTE_POS;
@@ -122,12 +227,13 @@ pub(crate) fn group_norm_stats_kernel<E: Float>(
         }
         let d_mean = sum * inv_len;
         let var = f32::max(sum_sq * inv_len - d_mean * d_mean, f32::new(0.0));
-        mean[block] = f32::cast_from(x[block * group_len as usize]) + d_mean;
+        let first = block_value(block, 0, channels, spatial, channels_per_group, x_last);
+        mean[block] = f32::cast_from(x[first]) + d_mean;
         rstd[block] = f32::new(1.0) / (var + epsilon).sqrt();
     }
 }
 
-/// `out = activate((x - mean) * rstd * gamma + beta)`, one unit per value.
+/// `out = activate((x - mean) * rstd * gamma + beta)`, one unit per value of x.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn group_norm_apply_kernel<E: Float>(
@@ -137,25 +243,29 @@ pub(crate) fn group_norm_apply_kernel<E: Float>(
     mean: &Tensor<f32>,
     rstd: &Tensor<f32>,
     out: &mut Tensor<E>,
-    spatial: u32,
     channels: u32,
-    group_len: u32,
+    spatial: u32,
+    channels_per_group: u32,
     #[comptime] silu: bool,
+    #[comptime] x_last: bool,
+    #[comptime] out_last: bool,
     #[define(E)] _dtype: StorageType,
 ) {
     let i = ABSOLUTE_POS;
     if i < out.len() {
-        let c = (i / spatial as usize) % channels as usize;
-        let block = i / group_len as usize;
+        let c = channel_at(i, channels, spatial, x_last);
+        let block = block_at(i, c, channels, spatial, channels_per_group);
         let xhat = (f32::cast_from(x[i]) - mean[block]) * rstd[block];
         let y = xhat * f32::cast_from(gamma[c]) + f32::cast_from(beta[c]);
-        out[i] = E::cast_from(activate(y, silu));
+        let at = same_value(i, c, channels, spatial, x_last, out_last);
+        out[at] = E::cast_from(activate(y, silu));
     }
 }
 
 /// Per row (sample, channel): `sum_dy = sum dy`, `sum_dy_xhat = sum dy * xhat`, both
 /// `[batch * channels]`; one cube of [`REDUCE_UNITS`] units per row, the grid
-/// `(channels, batch)`.
+/// `(channels, batch)`. Channels last, a row's values lie `channels` apart: the cubes of
+/// neighbouring channels read the same cache lines.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn group_norm_channel_sums_kernel<E: Float>(
@@ -171,13 +281,16 @@ pub(crate) fn group_norm_channel_sums_kernel<E: Float>(
     channels_per_group: u32,
     #[comptime] units: usize,
     #[comptime] silu: bool,
+    #[comptime] x_last: bool,
+    #[comptime] grad_last: bool,
     #[define(E)] _dtype: StorageType,
 ) {
     let row = CUBE_POS;
     let c = CUBE_POS_X as usize;
+    let n = CUBE_POS_Y as usize;
+    let channels = CUBE_COUNT_X;
     let block = row / channels_per_group as usize;
     let len = spatial as usize;
-    let base = row * len;
     let unit = UNIT_POS_X as usize;
     let m = mean[block];
     let r = rstd[block];
@@ -187,8 +300,9 @@ pub(crate) fn group_norm_channel_sums_kernel<E: Float>(
     let mut dy_xhat_sum = f32::new(0.0);
     let mut i = unit;
     while i < len {
-        let xhat = (f32::cast_from(x[base + i]) - m) * r;
-        let grad = f32::cast_from(grad_out[base + i]);
+        let at = row_value(n, c, i, channels, spatial, x_last);
+        let xhat = (f32::cast_from(x[at]) - m) * r;
+        let grad = f32::cast_from(grad_out[row_value(n, c, i, channels, spatial, grad_last)]);
         let dy = activation_grad(grad, xhat * scale + shift, silu);
         dy_sum += dy;
         dy_xhat_sum += dy * xhat;
@@ -238,7 +352,7 @@ pub(crate) fn group_norm_coefficients_kernel<E: Float>(
 }
 
 /// `dx = rstd * (gamma * dy - coefficients[2 b] - xhat * coefficients[2 b + 1])`, one unit
-/// per value.
+/// per value of x; dx is laid out like x.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn group_norm_input_grad_kernel<E: Float>(
@@ -250,21 +364,24 @@ pub(crate) fn group_norm_input_grad_kernel<E: Float>(
     grad_out: &Tensor<E>,
     coefficients: &Tensor<f32>,
     grad_x: &mut Tensor<E>,
-    spatial: u32,
     channels: u32,
-    group_len: u32,
+    spatial: u32,
+    channels_per_group: u32,
     #[comptime] silu: bool,
+    #[comptime] x_last: bool,
+    #[comptime] grad_last: bool,
     #[define(E)] _dtype: StorageType,
 ) {
     let i = ABSOLUTE_POS;
     if i < grad_x.len() {
-        let c = (i / spatial as usize) % channels as usize;
-        let block = i / group_len as usize;
+        let c = channel_at(i, channels, spatial, x_last);
+        let block = block_at(i, c, channels, spatial, channels_per_group);
         let r = rstd[block];
         let xhat = (f32::cast_from(x[i]) - mean[block]) * r;
         let scale = f32::cast_from(gamma[c]);
         let y = xhat * scale + f32::cast_from(beta[c]);
-        let dy = activation_grad(f32::cast_from(grad_out[i]), y, silu);
+        let grad = grad_out[same_value(i, c, channels, spatial, x_last, grad_last)];
+        let dy = activation_grad(f32::cast_from(grad), y, silu);
         let dx = r * (scale * dy - coefficients[2 * block] - xhat * coefficients[2 * block + 1]);
         grad_x[i] = E::cast_from(dx);
     }

@@ -1,4 +1,14 @@
 //! Host side of the group-norm kernels: layout and launch on burn's `CubeTensor`s.
+//!
+//! x, and the output's gradient in the backward, are taken as they come when dense channels
+//! first (NCHW-contiguous) or channels last (the NHWC layout of burn-cubecl's convolution
+//! outputs, seen as NCHW), and copied contiguous otherwise. The output is written channels
+//! last whatever x's layout, because everything that reads a norm's output in the UNet and
+//! the VAE wants it so: a convolution (burn-cubecl's read NHWC and copy anything else) or
+//! the flattening into tokens (`[b, h * w, c]`, a view of a channels-last image). x's
+//! gradient is written in x's layout. A ResNet's norm between two convolutions thus hands
+//! the second one its input without a copy, whether its input came from a convolution or
+//! from an elementwise op (burn's fused elementwise ops write NCHW-contiguous outputs).
 
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
@@ -10,7 +20,9 @@ use super::kernel::{
     group_norm_stats_kernel, REDUCE_UNITS,
 };
 use super::GroupNormParams;
-use crate::cube::host::{elementwise, empty_on};
+use crate::cube::host::{
+    channels_last_order, elementwise, empty_in_order, empty_on, is_channels_last,
+};
 
 /// Values one cube of the statistics adds up, 32 per unit: SD 1.5's groups of 40960 and
 /// 81920 values split into 5 and 10 chunks, 320 cubes in all at batch 2 and batch 1.
@@ -19,7 +31,7 @@ const STATS_CHUNK: usize = 32 * REDUCE_UNITS;
 /// longer chunks).
 const MAX_SPLITS: usize = 65_535;
 
-/// `[batch, channels, spatial]` of x, and the values per (sample, group) block.
+/// x `[batch, channels, ...]` as `[batch, channels, spatial]`, and its groups.
 struct Layout {
     batch: usize,
     channels: usize,
@@ -29,11 +41,11 @@ struct Layout {
 
 impl Layout {
     fn of<R: CubeRuntime>(x: &CubeTensor<R>, groups: usize) -> Self {
-        let [batch, channels, spatial] = x.shape().dims::<3>();
+        let dims = x.meta.shape();
         Self {
-            batch,
-            channels,
-            spatial,
+            batch: dims[0],
+            channels: dims[1],
+            spatial: dims[2..].iter().product(),
             groups,
         }
     }
@@ -51,24 +63,47 @@ impl Layout {
     }
 }
 
-/// Forward pass on x `[batch, channels, spatial]`: `(out, mean, rstd)`, the output in x's
-/// dtype and shape, the statistics f32 `[batch, groups]`.
+/// `tensor` as the kernels read it, and whether it lies channels last: as it is when dense
+/// channels first or channels last, else a contiguous copy.
+fn dense<R: CubeRuntime>(tensor: CubeTensor<R>) -> (CubeTensor<R>, bool) {
+    if tensor.is_contiguous() {
+        (tensor, false)
+    } else if is_channels_last(&tensor) {
+        (tensor, true)
+    } else {
+        (into_contiguous(tensor), false)
+    }
+}
+
+/// An uninitialised tensor of `like`'s shape, dense channels last when `channels_last`, else
+/// contiguous.
+fn empty_laid_out<R: CubeRuntime>(
+    like: &CubeTensor<R>,
+    channels_last: bool,
+    dtype: DType,
+) -> CubeTensor<R> {
+    let dims = like.meta.shape();
+    if channels_last {
+        empty_in_order(like, dims, &channels_last_order(dims.len()), dtype)
+    } else {
+        empty_on(like, like.shape(), dtype)
+    }
+}
+
+/// Forward pass on x `[batch, channels, ...]`: `(out, mean, rstd)`, the output in x's
+/// dtype and shape, laid out channels last, the statistics f32 `[batch, groups]`.
 pub(crate) fn forward<R: CubeRuntime>(
     x: CubeTensor<R>,
     gamma: CubeTensor<R>,
     beta: CubeTensor<R>,
     params: GroupNormParams,
 ) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
-    let (x, gamma, beta) = (
-        into_contiguous(x),
-        into_contiguous(gamma),
-        into_contiguous(beta),
-    );
+    let ((x, x_last), gamma, beta) = (dense(x), into_contiguous(gamma), into_contiguous(beta));
     let layout = Layout::of(&x, params.groups);
     let client = x.client.clone();
     let dtype = x.dtype;
     let empty = |shape: Shape, dtype: DType| empty_on(&x, shape, dtype);
-    let out = empty(x.shape(), dtype);
+    let out = empty_laid_out(&x, true, dtype);
     let stats_shape = Shape::new([layout.batch, layout.groups]);
     let mean = empty(stats_shape.clone(), DType::F32);
     let rstd = empty(stats_shape, DType::F32);
@@ -83,9 +118,12 @@ pub(crate) fn forward<R: CubeRuntime>(
         CubeDim::new_1d(REDUCE_UNITS as u32),
         x.clone().into_tensor_arg(),
         partials.clone().into_tensor_arg(),
-        group_len as u32,
+        layout.channels as u32,
+        layout.spatial as u32,
+        layout.channels_per_group() as u32,
         chunk as u32,
         REDUCE_UNITS,
+        x_last,
         dtype.into(),
     );
     let (count, dim) = elementwise(&client, layout.blocks());
@@ -97,10 +135,13 @@ pub(crate) fn forward<R: CubeRuntime>(
         partials.into_tensor_arg(),
         mean.clone().into_tensor_arg(),
         rstd.clone().into_tensor_arg(),
-        group_len as u32,
+        layout.channels as u32,
+        layout.spatial as u32,
+        layout.channels_per_group() as u32,
         splits as u32,
         1.0 / group_len as f32,
         params.epsilon,
+        x_last,
         dtype.into(),
     );
     let (count, dim) = elementwise(&client, out.shape().num_elements());
@@ -114,17 +155,19 @@ pub(crate) fn forward<R: CubeRuntime>(
         mean.clone().into_tensor_arg(),
         rstd.clone().into_tensor_arg(),
         out.clone().into_tensor_arg(),
-        layout.spatial as u32,
         layout.channels as u32,
-        group_len as u32,
+        layout.spatial as u32,
+        layout.channels_per_group() as u32,
         params.silu,
+        x_last,
+        true,
         dtype.into(),
     );
     (out, mean, rstd)
 }
 
 /// Backward pass from the forward's inputs and statistics and the output's gradient:
-/// `(dx, dgamma, dbeta)` in the inputs' dtype.
+/// `(dx, dgamma, dbeta)` in the inputs' dtype, dx in x's layout.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<R: CubeRuntime>(
     x: CubeTensor<R>,
@@ -135,17 +178,10 @@ pub(crate) fn backward<R: CubeRuntime>(
     grad_out: CubeTensor<R>,
     params: GroupNormParams,
 ) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
-    let (x, gamma, beta) = (
-        into_contiguous(x),
-        into_contiguous(gamma),
-        into_contiguous(beta),
-    );
-    let (mean, rstd, grad_out) = (
-        into_contiguous(mean),
-        into_contiguous(rstd),
-        into_contiguous(grad_out),
-    );
+    let ((x, x_last), gamma, beta) = (dense(x), into_contiguous(gamma), into_contiguous(beta));
     let layout = Layout::of(&x, params.groups);
+    let (mean, rstd) = (into_contiguous(mean), into_contiguous(rstd));
+    let (grad_out, grad_last) = dense(grad_out);
     let client = x.client.clone();
     let dtype = x.dtype;
     let empty = |shape: Shape, dtype: DType| empty_on(&x, shape, dtype);
@@ -153,7 +189,7 @@ pub(crate) fn backward<R: CubeRuntime>(
     let sum_dy = empty(rows.clone(), DType::F32);
     let sum_dy_xhat = empty(rows, DType::F32);
     let coefficients = empty(Shape::new([layout.blocks(), 2]), DType::F32);
-    let grad_x = empty(x.shape(), dtype);
+    let grad_x = empty_laid_out(&x, x_last, dtype);
     let grad_gamma = empty(gamma.shape(), dtype);
     let grad_beta = empty(beta.shape(), dtype);
     let cpg = layout.channels_per_group() as u32;
@@ -175,6 +211,8 @@ pub(crate) fn backward<R: CubeRuntime>(
         cpg,
         REDUCE_UNITS,
         params.silu,
+        x_last,
+        grad_last,
         dtype.into(),
     );
     let (count, dim) = elementwise(&client, layout.blocks());
@@ -204,10 +242,12 @@ pub(crate) fn backward<R: CubeRuntime>(
         grad_out.into_tensor_arg(),
         coefficients.into_tensor_arg(),
         grad_x.clone().into_tensor_arg(),
-        layout.spatial as u32,
         layout.channels as u32,
-        group_len as u32,
+        layout.spatial as u32,
+        cpg,
         params.silu,
+        x_last,
+        grad_last,
         dtype.into(),
     );
     let (count, dim) = elementwise(&client, layout.channels);

@@ -22,14 +22,14 @@ pub(crate) struct GroupNormParams {
     pub(crate) silu: bool,
 }
 
-/// The fused norm on `B`: x `[batch, channels, spatial]` (shapes and dtypes already checked
-/// by the caller).
-pub(crate) fn fused<B: Backend>(
-    x: Tensor<B, 3>,
+/// The fused norm on `B`: x `[batch, channels, ...]` (shapes and dtypes already checked by
+/// the caller).
+pub(crate) fn fused<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
     gamma: Tensor<B, 1>,
     beta: Tensor<B, 1>,
     options: GroupNormOptions,
-) -> Result<Tensor<B, 3>, GroupNormUnfused> {
+) -> Result<Tensor<B, D>, GroupNormUnfused> {
     let dtypes = GroupNormUnfused::DType {
         x: x.dtype(),
         gamma: gamma.dtype(),
@@ -46,7 +46,7 @@ pub(crate) fn fused<B: Backend>(
         gamma.into_primitive(),
         beta.into_primitive(),
     ];
-    run_fused::<B, FusedGroupNorm, 3, 3>(inputs, params, dtypes, GroupNormUnfused::Backend)
+    run_fused::<B, FusedGroupNorm, 3, D>(inputs, params, dtypes, GroupNormUnfused::Backend)
 }
 
 /// The group norm as a [`CubeKernel`]: inputs `[x, gamma, beta]`.

@@ -10,7 +10,7 @@ use crate::cube::fusion_op::register_custom;
 
 /// A backend that runs the group-norm kernels on its float tensors.
 pub(crate) trait GroupNormOps: Backend {
-    /// `(output, mean, rstd)` of x `[batch, channels, spatial]` (see `launch::forward`).
+    /// `(output, mean, rstd)` of x `[batch, channels, ...]` (see `launch::forward`).
     fn group_norm_forward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
