@@ -63,8 +63,8 @@ pub enum LayerNormUnfused {
 /// `torch.nn.LayerNorm(dim, eps)` over the last dimension with affine weights `gamma` and
 /// `beta`, in one kernel per call (each row's mean, variance, and the normalised, scaled and
 /// shifted values), when the backend is a burn-cubecl one this build has kernels for (wgpu or
-/// CUDA, plain, under fusion and under `Autodiff`, where a fused backward of three kernels
-/// becomes the node's gradient); else `Err` with the reason, and the caller runs its plain
+/// CUDA, plain, under fusion and under `Autodiff`, where a fused backward of three kernels,
+/// one when the weights are frozen, becomes the node's gradient); else `Err` with the reason, and the caller runs its plain
 /// norm on the inputs, which it still holds.
 ///
 /// Statistics (mean, then the biased variance of the centred values) and the affine step are

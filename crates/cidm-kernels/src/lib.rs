@@ -12,7 +12,8 @@
 //!
 //! [`fused_group_norm`] is `torch.nn.GroupNorm` with optional SiLU after it: shifted f32
 //! sums per chunk of each (sample, group) block, the block's statistics, then one pass that
-//! normalises, scales, shifts and activates; its backward is four kernels without atomics.
+//! normalises, scales, shifts and activates; its backward is four kernels without atomics
+//! (three when its weights are frozen: their gradients are computed only where asked for).
 //! It reads x as it lies, NCHW-contiguous or channels-last (as a convolution leaves it),
 //! writes the output channels-last (as a convolution, or the flattening into tokens, reads
 //! it) and x's gradient in x's layout.
@@ -22,7 +23,8 @@
 //! [`fused_layer_norm`] is `torch.nn.LayerNorm` over the last dimension: one kernel walks
 //! each row (mean, variance of the centred values, then the normalised, scaled and shifted
 //! output); its backward is one kernel per row for the input's gradient and column sums over
-//! ranges of rows for the weights'. It dispatches like the others ([`LayerNormUnfused`]).
+//! ranges of rows for the weights' (skipped when they are frozen). It dispatches like the
+//! others ([`LayerNormUnfused`]).
 //!
 //! [`fused_geglu`] is the GEGLU of the UNet's feed-forward blocks, `hidden * gelu(gate)` from
 //! the two halves of its input, one kernel each way; its backward uses GELU's exact

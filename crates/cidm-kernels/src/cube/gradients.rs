@@ -9,6 +9,11 @@ use burn::backend::autodiff::{
 };
 use burn::tensor::{backend::Backend, ops::FloatTensor};
 
+/// A norm's backward: x's gradient and, where they were asked for, the scale's and the
+/// shift's. Frozen norms (every norm of a LoRA-trained UNet) ask for none, and their kernels
+/// are skipped, as PyTorch's norm backward skips them by its output mask.
+pub(crate) type NormGrads<T> = (T, Option<[T; 2]>);
+
 /// The fused forward's output `out` (computed by the caller on `inputs`' inner tensors) as a
 /// tensor of `Autodiff<B>`: when any input needs a gradient, a node with `backward` and the
 /// state `save` builds from the inputs and the output; else a leaf. The checkpoint strategy
@@ -34,17 +39,20 @@ pub(crate) fn record_fused<B: Backend, K: Backward<B, N>, const N: usize>(
 }
 
 /// The body of a fused node's `Backward::backward`: takes the gradient of the node's output,
-/// runs `backward` on the saved state and it (one gradient per input, in the inputs' order),
-/// and registers each for the parent that is tracked (untracked inputs' are dropped).
+/// runs `backward` on the saved state, it and which inputs are tracked (one gradient per
+/// input, in the inputs' order; `None` where the backward skipped one that nothing asked
+/// for, as the norms do with the gradients of frozen weights), and registers each for the
+/// parent that is tracked (untracked inputs' are dropped).
 pub(crate) fn register_fused<B: Backend, S, const N: usize>(
     ops: Ops<S, N>,
     grads: &mut Gradients,
-    backward: impl FnOnce(S, FloatTensor<B>) -> [FloatTensor<B>; N],
+    backward: impl FnOnce(S, FloatTensor<B>, [bool; N]) -> [Option<FloatTensor<B>>; N],
 ) {
     let grad_out = grads.consume::<B>(&ops.node);
-    let inputs = backward(ops.state, grad_out);
+    let tracked = ops.parents.each_ref().map(Option::is_some);
+    let inputs = backward(ops.state, grad_out, tracked);
     for (parent, grad) in ops.parents.into_iter().zip(inputs) {
-        if let Some(node) = parent {
+        if let (Some(node), Some(grad)) = (parent, grad) {
             grads.register::<B>(node.id, grad);
         }
     }

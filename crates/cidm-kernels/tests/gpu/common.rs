@@ -104,6 +104,43 @@ impl<const D: usize> NormInputs<D> {
             Tensor<Autodiff<B>, 1>,
         ) -> Tensor<Autodiff<B>, D>,
     ) -> [Vec<f32>; 4] {
+        let (out, dx, weights) = self.differentiate(device, dtype, true, norm);
+        let [dgamma, dbeta] = weights.map(|grad| grad.expect("gradient of a weight"));
+        [out, dx, dgamma, dbeta]
+    }
+
+    /// Output and x's gradient through `norm` on `Autodiff<B>` in f32 with gamma and beta
+    /// frozen (as every norm of a LoRA-trained UNet is), checking that neither got a
+    /// gradient.
+    pub fn run_frozen<B: Backend>(
+        &self,
+        device: &B::Device,
+        norm: impl FnOnce(
+            Tensor<Autodiff<B>, D>,
+            Tensor<Autodiff<B>, 1>,
+            Tensor<Autodiff<B>, 1>,
+        ) -> Tensor<Autodiff<B>, D>,
+    ) -> [Vec<f32>; 2] {
+        let (out, dx, weights) = self.differentiate(device, DType::F32, false, norm);
+        assert!(
+            weights.iter().all(Option::is_none),
+            "frozen weights got gradients"
+        );
+        [out, dx]
+    }
+
+    /// Output, x's gradient and the weights' (which require gradients if `trained`).
+    fn differentiate<B: Backend>(
+        &self,
+        device: &B::Device,
+        dtype: DType,
+        trained: bool,
+        norm: impl FnOnce(
+            Tensor<Autodiff<B>, D>,
+            Tensor<Autodiff<B>, 1>,
+            Tensor<Autodiff<B>, 1>,
+        ) -> Tensor<Autodiff<B>, D>,
+    ) -> (Vec<f32>, Vec<f32>, [Option<Vec<f32>>; 2]) {
         let features = [self.gamma.len()];
         let tensor = |data: &[f32], shape| {
             Tensor::<Autodiff<B>, D>::from_data(TensorData::new(data.to_vec(), shape), device)
@@ -112,7 +149,7 @@ impl<const D: usize> NormInputs<D> {
         let weight = |data: &[f32]| {
             Tensor::<Autodiff<B>, 1>::from_data(TensorData::new(data.to_vec(), features), device)
                 .cast(dtype)
-                .require_grad()
+                .set_require_grad(trained)
         };
         let x = tensor(&self.x, self.shape).require_grad();
         let (gamma, beta) = (weight(&self.gamma), weight(&self.beta));
@@ -121,12 +158,11 @@ impl<const D: usize> NormInputs<D> {
             .cast(DType::F32)
             .sum()
             .backward();
-        [
+        (
             to_vec(out),
             to_vec(x.grad(&grads).expect("gradient of x")),
-            to_vec(gamma.grad(&grads).expect("gradient of gamma")),
-            to_vec(beta.grad(&grads).expect("gradient of beta")),
-        ]
+            [gamma, beta].map(|weight| weight.grad(&grads).map(to_vec)),
+        )
     }
 
     /// The forward alone on `B` (no autodiff), the inputs in f32.

@@ -64,6 +64,20 @@ impl<const D: usize> Case<D> {
         }
     }
 
+    /// The fused kernels (which must take the case) on x, made channels last first when
+    /// `x_last`.
+    fn fused<B: Backend, const R: usize>(
+        &self,
+        x: Tensor<B, R>,
+        gamma: Tensor<B, 1>,
+        beta: Tensor<B, 1>,
+        x_last: bool,
+    ) -> Tensor<B, R> {
+        let x = if x_last { channels_last(x) } else { x };
+        fused_group_norm(&x, &gamma, &beta, self.options())
+            .unwrap_or_else(|reason| panic!("the fused kernels did not run: {reason}"))
+    }
+
     /// The fused kernels on `B` (which must take them) against the reference.
     fn check<B: Backend>(&self, device: &B::Device) {
         self.check_laid_out::<B>(device, &self.reference(), false, false);
@@ -82,9 +96,7 @@ impl<const D: usize> Case<D> {
         grad_last: bool,
     ) {
         let got = self.inputs.run::<B>(device, DType::F32, |x, gamma, beta| {
-            let x = if x_last { channels_last(x) } else { x };
-            let out = fused_group_norm(&x, &gamma, &beta, self.options())
-                .unwrap_or_else(|reason| panic!("the fused kernels did not run: {reason}"));
+            let out = self.fused(x, gamma, beta, x_last);
             if grad_last {
                 channels_last(out)
             } else {
@@ -284,6 +296,33 @@ fn norm_with_strides<B: Backend>(
     let out_strides = channels_last_strides(LAYOUT_SHAPE);
     assert_eq!(strides(&out), out_strides, "output, {what}");
     out
+}
+
+/// Frozen weights (every norm of a LoRA-trained UNet): the backward skips their gradients'
+/// kernel and must still give x its gradient, on both dispatch paths (each registers its
+/// own backward operation), with x NCHW-contiguous and channels last.
+#[test]
+fn frozen_weights_still_give_x_its_gradient() {
+    let device = WgpuDevice::default();
+    for (shape, groups) in [([2, 64, 8, 8], 32), ([3, 12, 7, 9], 4)] {
+        let case = Case::new(shape, groups, true, 0.0);
+        let want = case.reference();
+        for x_last in [false, true] {
+            let fused = (case.inputs)
+                .run_frozen::<Gpu>(&device, |x, gamma, beta| case.fused(x, gamma, beta, x_last));
+            let plain = (case.inputs).run_frozen::<GpuPlain>(&device, |x, gamma, beta| {
+                case.fused(x, gamma, beta, x_last)
+            });
+            for (path, got) in [("fusion", fused), ("plain cube", plain)] {
+                let what = format!(
+                    "{}, frozen weights, x channels last {x_last}, {path}",
+                    case.name()
+                );
+                assert_close(&format!("output {what}"), &got[0], &want[0], TOL_F32);
+                assert_close(&format!("dx {what}"), &got[1], &want[1], TOL_F32);
+            }
+        }
+    }
 }
 
 /// burn-cubecl's backend without fusion takes the kernels directly (another dispatch path).

@@ -47,12 +47,19 @@ fn reference<const D: usize>(inputs: &NormInputs<D>) -> [Vec<f32>; 4] {
     inputs.run::<Flex>(&Default::default(), DType::F32, core_norm)
 }
 
+/// The fused kernels, which must take x.
+fn fused<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+) -> Tensor<B, D> {
+    fused_layer_norm(&x, &gamma, &beta, EPS)
+        .unwrap_or_else(|reason| panic!("the fused kernels did not run: {reason}"))
+}
+
 /// The fused kernels on `B` (which must take them) against the reference.
 fn check<B: Backend, const D: usize>(inputs: &NormInputs<D>, device: &B::Device) {
-    let got = inputs.run::<B>(device, DType::F32, |x, gamma, beta| {
-        fused_layer_norm(&x, &gamma, &beta, EPS)
-            .unwrap_or_else(|reason| panic!("the fused kernels did not run: {reason}"))
-    });
+    let got = inputs.run::<B>(device, DType::F32, fused);
     let what = format!("x {:?}", inputs.shape);
     assert_norm_close(&what, &got, &reference(inputs), TOL_F32);
 }
@@ -118,6 +125,25 @@ fn a_large_mean_keeps_the_variance() {
         }
     }
     assert_close("output at mean 1000", &got[0], &want, TOL_F32);
+}
+
+/// Frozen weights (every norm of a LoRA-trained UNet): the backward skips their gradients'
+/// kernels and must still give x its gradient, on both dispatch paths (each registers its
+/// own backward operation).
+#[test]
+fn frozen_weights_still_give_x_its_gradient() {
+    let device = WgpuDevice::default();
+    for shape in [[2, 64, 320], [4, 33, 40]] {
+        let inputs = inputs(shape, 0.0);
+        let want = reference(&inputs);
+        let on_fusion = inputs.run_frozen::<Gpu>(&device, fused);
+        let on_cube = inputs.run_frozen::<GpuPlain>(&device, fused);
+        for (path, got) in [("fusion", on_fusion), ("plain cube", on_cube)] {
+            let what = format!("x {shape:?}, frozen weights, {path}");
+            assert_close(&format!("output {what}"), &got[0], &want[0], TOL_F32);
+            assert_close(&format!("dx {what}"), &got[1], &want[1], TOL_F32);
+        }
+    }
 }
 
 /// burn-cubecl's backend without fusion takes the kernels directly (another dispatch path).

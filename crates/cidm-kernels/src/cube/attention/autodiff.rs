@@ -30,7 +30,7 @@ impl<B: FlashOps> Backward<B, 3> for FlashAttentionBackward {
     type State = SavedForward<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        register_fused::<B, _, 3>(ops, grads, |saved, grad_out| {
+        register_fused::<B, _, 3>(ops, grads, |saved, grad_out, _| {
             let (grad_q, grad_k, grad_v) = B::flash_backward(
                 saved.q,
                 saved.k,
@@ -40,7 +40,7 @@ impl<B: FlashOps> Backward<B, 3> for FlashAttentionBackward {
                 grad_out,
                 saved.scale,
             );
-            [grad_q, grad_k, grad_v]
+            [grad_q, grad_k, grad_v].map(Some)
         });
     }
 }

@@ -21,7 +21,9 @@ impl<B: GegluOps> Backward<B, 1> for GegluBackward {
     type State = FloatTensor<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        register_fused::<B, _, 1>(ops, grads, |x, grad_out| [B::geglu_backward(x, grad_out)]);
+        register_fused::<B, _, 1>(ops, grads, |x, grad_out, _| {
+            [Some(B::geglu_backward(x, grad_out))]
+        });
     }
 }
 

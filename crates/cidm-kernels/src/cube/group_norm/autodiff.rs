@@ -32,8 +32,8 @@ impl<B: GroupNormOps> Backward<B, 3> for GroupNormBackward {
     type State = SavedForward<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        register_fused::<B, _, 3>(ops, grads, |saved, grad_out| {
-            let (grad_x, grad_gamma, grad_beta) = B::group_norm_backward(
+        register_fused::<B, _, 3>(ops, grads, |saved, grad_out, [_, gamma, beta]| {
+            let (grad_x, affine) = B::group_norm_backward(
                 saved.x,
                 saved.gamma,
                 saved.beta,
@@ -41,8 +41,10 @@ impl<B: GroupNormOps> Backward<B, 3> for GroupNormBackward {
                 saved.rstd,
                 grad_out,
                 saved.params,
+                gamma || beta,
             );
-            [grad_x, grad_gamma, grad_beta]
+            let [grad_gamma, grad_beta] = affine.map_or([None, None], |grads| grads.map(Some));
+            [Some(grad_x), grad_gamma, grad_beta]
         });
     }
 }

@@ -20,6 +20,7 @@ use super::kernel::{
     group_norm_stats_kernel, REDUCE_UNITS,
 };
 use super::GroupNormParams;
+use crate::cube::gradients::NormGrads;
 use crate::cube::host::{
     channels_last_order, elementwise, empty_in_order, empty_on, is_channels_last,
 };
@@ -166,8 +167,9 @@ pub(crate) fn forward<R: CubeRuntime>(
     (out, mean, rstd)
 }
 
-/// Backward pass from the forward's inputs and statistics and the output's gradient:
-/// `(dx, dgamma, dbeta)` in the inputs' dtype, dx in x's layout.
+/// Backward pass from the forward's inputs and statistics and the output's gradient: dx in
+/// x's layout and, if `affine`, `[dgamma, dbeta]`, in the inputs' dtype. The per-channel
+/// sums are computed either way (dx's coefficients are made of them).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<R: CubeRuntime>(
     x: CubeTensor<R>,
@@ -177,7 +179,8 @@ pub(crate) fn backward<R: CubeRuntime>(
     rstd: CubeTensor<R>,
     grad_out: CubeTensor<R>,
     params: GroupNormParams,
-) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
+    affine: bool,
+) -> NormGrads<CubeTensor<R>> {
     let ((x, x_last), gamma, beta) = (dense(x), into_contiguous(gamma), into_contiguous(beta));
     let layout = Layout::of(&x, params.groups);
     let (mean, rstd) = (into_contiguous(mean), into_contiguous(rstd));
@@ -190,8 +193,6 @@ pub(crate) fn backward<R: CubeRuntime>(
     let sum_dy_xhat = empty(rows, DType::F32);
     let coefficients = empty(Shape::new([layout.blocks(), 2]), DType::F32);
     let grad_x = empty_laid_out(&x, x_last, dtype);
-    let grad_gamma = empty(gamma.shape(), dtype);
-    let grad_beta = empty(beta.shape(), dtype);
     let cpg = layout.channels_per_group() as u32;
     let group_len = layout.group_len();
 
@@ -215,14 +216,32 @@ pub(crate) fn backward<R: CubeRuntime>(
         grad_last,
         dtype.into(),
     );
+    // The weights' gradients are made of the channel sums alone.
+    let affine = affine.then(|| {
+        let grad_gamma = empty(gamma.shape(), dtype);
+        let grad_beta = empty(beta.shape(), dtype);
+        let (count, dim) = elementwise(&client, layout.channels);
+        group_norm_param_grads_kernel::launch::<R>(
+            &client,
+            count,
+            dim,
+            sum_dy.clone().into_tensor_arg(),
+            sum_dy_xhat.clone().into_tensor_arg(),
+            grad_gamma.clone().into_tensor_arg(),
+            grad_beta.clone().into_tensor_arg(),
+            layout.batch as u32,
+            dtype.into(),
+        );
+        [grad_gamma, grad_beta]
+    });
     let (count, dim) = elementwise(&client, layout.blocks());
     group_norm_coefficients_kernel::launch::<R>(
         &client,
         count,
         dim,
         gamma.clone().into_tensor_arg(),
-        sum_dy.clone().into_tensor_arg(),
-        sum_dy_xhat.clone().into_tensor_arg(),
+        sum_dy.into_tensor_arg(),
+        sum_dy_xhat.into_tensor_arg(),
         coefficients.clone().into_tensor_arg(),
         layout.groups as u32,
         cpg,
@@ -250,17 +269,5 @@ pub(crate) fn backward<R: CubeRuntime>(
         grad_last,
         dtype.into(),
     );
-    let (count, dim) = elementwise(&client, layout.channels);
-    group_norm_param_grads_kernel::launch::<R>(
-        &client,
-        count,
-        dim,
-        sum_dy.into_tensor_arg(),
-        sum_dy_xhat.into_tensor_arg(),
-        grad_gamma.clone().into_tensor_arg(),
-        grad_beta.clone().into_tensor_arg(),
-        layout.batch as u32,
-        dtype.into(),
-    );
-    (grad_x, grad_gamma, grad_beta)
+    (grad_x, affine)
 }

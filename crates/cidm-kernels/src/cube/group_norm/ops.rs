@@ -7,6 +7,7 @@ use burn_fusion::{Fusion, FusionBackend};
 
 use super::{launch, GroupNormParams};
 use crate::cube::fusion_op::register_custom;
+use crate::cube::gradients::NormGrads;
 
 /// A backend that runs the group-norm kernels on its float tensors.
 pub(crate) trait GroupNormOps: Backend {
@@ -18,7 +19,7 @@ pub(crate) trait GroupNormOps: Backend {
         params: GroupNormParams,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// `(dx, dgamma, dbeta)` (see `launch::backward`).
+    /// `dx` and, if `affine`, `[dgamma, dbeta]` (see `launch::backward`).
     #[allow(clippy::too_many_arguments)]
     fn group_norm_backward(
         x: FloatTensor<Self>,
@@ -28,7 +29,8 @@ pub(crate) trait GroupNormOps: Backend {
         rstd: FloatTensor<Self>,
         grad_out: FloatTensor<Self>,
         params: GroupNormParams,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+        affine: bool,
+    ) -> NormGrads<FloatTensor<Self>>;
 }
 
 impl<R, F, I, BT> GroupNormOps for CubeBackend<R, F, I, BT>
@@ -55,8 +57,9 @@ where
         rstd: FloatTensor<Self>,
         grad_out: FloatTensor<Self>,
         params: GroupNormParams,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        launch::backward(x, gamma, beta, mean, rstd, grad_out, params)
+        affine: bool,
+    ) -> NormGrads<FloatTensor<Self>> {
+        launch::backward(x, gamma, beta, mean, rstd, grad_out, params, affine)
     }
 }
 
@@ -90,19 +93,38 @@ impl<B: FusionBackend + GroupNormOps> GroupNormOps for Fusion<B> {
         rstd: FloatTensor<Self>,
         grad_out: FloatTensor<Self>,
         params: GroupNormParams,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let outputs = [&x, &gamma, &beta].map(|input| (input.shape.clone(), input.dtype));
+        affine: bool,
+    ) -> NormGrads<FloatTensor<Self>> {
+        let output = |input: &FloatTensor<Self>| (input.shape.clone(), input.dtype);
+        let inputs = [x, gamma, beta, mean, rstd, grad_out];
+        // One operation per set of outputs: the stream's operations have fixed outputs.
+        if !affine {
+            let [dx] = register_custom::<B, _, 6, 1>(
+                "cidm_group_norm_input_grad",
+                inputs.clone(),
+                [output(&inputs[0])],
+                params,
+                |[x, gamma, beta, mean, rstd, grad_out], params| {
+                    let (dx, _) =
+                        B::group_norm_backward(x, gamma, beta, mean, rstd, grad_out, params, false);
+                    [dx]
+                },
+            );
+            return (dx, None);
+        }
+        let outputs = [&inputs[0], &inputs[1], &inputs[2]].map(output);
         let [dx, dgamma, dbeta] = register_custom::<B, _, 6, 3>(
             "cidm_group_norm_backward",
-            [x, gamma, beta, mean, rstd, grad_out],
+            inputs,
             outputs,
             params,
             |[x, gamma, beta, mean, rstd, grad_out], params| {
-                let (dx, dgamma, dbeta) =
-                    B::group_norm_backward(x, gamma, beta, mean, rstd, grad_out, params);
+                let (dx, affine) =
+                    B::group_norm_backward(x, gamma, beta, mean, rstd, grad_out, params, true);
+                let [dgamma, dbeta] = affine.expect("asked for the affine gradients");
                 [dx, dgamma, dbeta]
             },
         );
-        (dx, dgamma, dbeta)
+        (dx, Some([dgamma, dbeta]))
     }
 }

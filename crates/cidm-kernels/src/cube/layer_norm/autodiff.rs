@@ -30,10 +30,17 @@ impl<B: LayerNormOps> Backward<B, 3> for LayerNormBackward {
     type State = SavedForward<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        register_fused::<B, _, 3>(ops, grads, |saved, grad_out| {
-            let (grad_x, grad_gamma, grad_beta) =
-                B::layer_norm_backward(saved.x, saved.gamma, saved.mean, saved.rstd, grad_out);
-            [grad_x, grad_gamma, grad_beta]
+        register_fused::<B, _, 3>(ops, grads, |saved, grad_out, [_, gamma, beta]| {
+            let (grad_x, affine) = B::layer_norm_backward(
+                saved.x,
+                saved.gamma,
+                saved.mean,
+                saved.rstd,
+                grad_out,
+                gamma || beta,
+            );
+            let [grad_gamma, grad_beta] = affine.map_or([None, None], |grads| grads.map(Some));
+            [Some(grad_x), grad_gamma, grad_beta]
         });
     }
 }

@@ -8,6 +8,7 @@ use super::kernel::{
     layer_norm_forward_kernel, layer_norm_input_grad_kernel, layer_norm_param_partials_kernel,
 };
 use super::LayerNormParams;
+use crate::cube::gradients::NormGrads;
 use crate::cube::host::{empty_on, sum_splits};
 
 /// Units (columns) per cube of the weights' partial sums.
@@ -95,14 +96,15 @@ pub(crate) fn forward<R: CubeRuntime>(
 }
 
 /// Backward pass from the forward's input, scale and statistics and the output's gradient:
-/// `(dx, dgamma, dbeta)` in the inputs' dtype.
+/// dx and, if `affine`, `[dgamma, dbeta]`, in the inputs' dtype.
 pub(crate) fn backward<R: CubeRuntime>(
     x: CubeTensor<R>,
     gamma: CubeTensor<R>,
     mean: CubeTensor<R>,
     rstd: CubeTensor<R>,
     grad_out: CubeTensor<R>,
-) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
+    affine: bool,
+) -> NormGrads<CubeTensor<R>> {
     let (x, gamma, grad_out) = (
         into_contiguous(x),
         into_contiguous(gamma),
@@ -113,11 +115,7 @@ pub(crate) fn backward<R: CubeRuntime>(
     let client = x.client.clone();
     let dtype = x.dtype;
     let grad_x = empty_on(&x, x.shape(), dtype);
-    let grad_gamma = empty_on(&x, gamma.shape(), dtype);
-    let grad_beta = empty_on(&x, gamma.shape(), dtype);
-    let (splits, rows_per_split) = row_splits(rows);
-    let part_gamma = empty_on(&x, Shape::new([splits, dim]), DType::F32);
-    let part_beta = empty_on(&x, Shape::new([splits, dim]), DType::F32);
+    let param_shape = gamma.shape();
 
     let units = row_units(dim);
     let (count, cube_dim) = row_grid(&client, rows, units);
@@ -135,6 +133,14 @@ pub(crate) fn backward<R: CubeRuntime>(
         units,
         dtype.into(),
     );
+    if !affine {
+        return (grad_x, None);
+    }
+    let grad_gamma = empty_on(&x, param_shape.clone(), dtype);
+    let grad_beta = empty_on(&x, param_shape, dtype);
+    let (splits, rows_per_split) = row_splits(rows);
+    let part_gamma = empty_on(&x, Shape::new([splits, dim]), DType::F32);
+    let part_beta = empty_on(&x, Shape::new([splits, dim]), DType::F32);
     layer_norm_param_partials_kernel::launch::<R>(
         &client,
         CubeCount::Static(dim.div_ceil(COLUMN_UNITS as usize) as u32, splits as u32, 1),
@@ -151,7 +157,7 @@ pub(crate) fn backward<R: CubeRuntime>(
     );
     sum_splits(part_gamma, &grad_gamma, splits);
     sum_splits(part_beta, &grad_beta, splits);
-    (grad_x, grad_gamma, grad_beta)
+    (grad_x, Some([grad_gamma, grad_beta]))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use burn_fusion::{Fusion, FusionBackend};
 
 use super::{launch, LayerNormParams};
 use crate::cube::fusion_op::register_custom;
+use crate::cube::gradients::NormGrads;
 
 /// A backend that runs the layer-norm kernels on its float tensors.
 pub(crate) trait LayerNormOps: Backend {
@@ -18,14 +19,16 @@ pub(crate) trait LayerNormOps: Backend {
         params: LayerNormParams,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// `(dx, dgamma, dbeta)` (see `launch::backward`; the shift does not enter them).
+    /// `dx` and, if `affine`, `[dgamma, dbeta]` (see `launch::backward`; the shift does not
+    /// enter them).
     fn layer_norm_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         rstd: FloatTensor<Self>,
         grad_out: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+        affine: bool,
+    ) -> NormGrads<FloatTensor<Self>>;
 }
 
 impl<R, F, I, BT> LayerNormOps for CubeBackend<R, F, I, BT>
@@ -50,8 +53,9 @@ where
         mean: FloatTensor<Self>,
         rstd: FloatTensor<Self>,
         grad_out: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        launch::backward(x, gamma, mean, rstd, grad_out)
+        affine: bool,
+    ) -> NormGrads<FloatTensor<Self>> {
+        launch::backward(x, gamma, mean, rstd, grad_out, affine)
     }
 }
 
@@ -83,18 +87,35 @@ impl<B: FusionBackend + LayerNormOps> LayerNormOps for Fusion<B> {
         mean: FloatTensor<Self>,
         rstd: FloatTensor<Self>,
         grad_out: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let outputs = [&x, &gamma, &gamma].map(|input| (input.shape.clone(), input.dtype));
+        affine: bool,
+    ) -> NormGrads<FloatTensor<Self>> {
+        let output = |input: &FloatTensor<Self>| (input.shape.clone(), input.dtype);
+        let inputs = [x, gamma, mean, rstd, grad_out];
+        // One operation per set of outputs: the stream's operations have fixed outputs.
+        if !affine {
+            let [dx] = register_custom::<B, _, 5, 1>(
+                "cidm_layer_norm_input_grad",
+                inputs.clone(),
+                [output(&inputs[0])],
+                (),
+                |[x, gamma, mean, rstd, grad_out], ()| {
+                    [B::layer_norm_backward(x, gamma, mean, rstd, grad_out, false).0]
+                },
+            );
+            return (dx, None);
+        }
+        let outputs = [&inputs[0], &inputs[1], &inputs[1]].map(output);
         let [dx, dgamma, dbeta] = register_custom::<B, _, 5, 3>(
             "cidm_layer_norm_backward",
-            [x, gamma, mean, rstd, grad_out],
+            inputs,
             outputs,
             (),
             |[x, gamma, mean, rstd, grad_out], ()| {
-                let (dx, dgamma, dbeta) = B::layer_norm_backward(x, gamma, mean, rstd, grad_out);
+                let (dx, affine) = B::layer_norm_backward(x, gamma, mean, rstd, grad_out, true);
+                let [dgamma, dbeta] = affine.expect("asked for the affine gradients");
                 [dx, dgamma, dbeta]
             },
         );
-        (dx, dgamma, dbeta)
+        (dx, Some([dgamma, dbeta]))
     }
 }
