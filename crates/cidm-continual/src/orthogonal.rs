@@ -9,6 +9,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+use cidm_diffusion::totals::{add_all, mean_all};
+
 use crate::config::R1Form;
 use crate::error::{Error, Result};
 
@@ -67,7 +69,7 @@ pub fn orthogonal_regularizer<B: Backend>(
         }
     }
     let pairs = (old.len() * new.len()) as f64;
-    let overlap = old
+    let overlaps = old
         .iter()
         .flat_map(|task| task.iter().zip(new))
         .map(|(a_i, a_g)| {
@@ -76,20 +78,20 @@ pub fn orthogonal_regularizer<B: Backend>(
                 R1Form::PaperLiteral => a_i.clone().matmul(a_g.clone().transpose()),
                 R1Form::ReleasedCode => a_g.clone().matmul(a_i.clone().transpose()),
             };
-            product.abs().mean()
-        })
-        .reduce(|a, b| a + b)
+            mean_all(product.abs())
+        });
+    let overlap = add_all(overlaps)
         .map(|sum| sum / pairs)
         .ok_or(Error::NoOldTasks)?;
     match form {
         R1Form::ReleasedCode => {
             let layers = new.len() as f64;
-            let mse = new
-                .iter()
-                .map(|a_g| a_g.clone().sub_scalar(1.0).square().mean())
-                .reduce(|a, b| a + b)
-                .map(|sum| sum / layers)
-                .ok_or_else(|| Error::InvalidInput("R1 needs at least one layer".into()))?;
+            let mse = add_all(
+                new.iter()
+                    .map(|a_g| mean_all(a_g.clone().sub_scalar(1.0).square())),
+            )
+            .map(|sum| sum / layers)
+            .ok_or_else(|| Error::InvalidInput("R1 needs at least one layer".into()))?;
             Ok(overlap + mse)
         }
         R1Form::Subspace | R1Form::PaperLiteral => Ok(overlap),

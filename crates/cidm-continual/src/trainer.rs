@@ -26,6 +26,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 use cidm_diffusion::pipeline::gaussian;
 use cidm_diffusion::schedulers::DdpmNoiser;
+use cidm_diffusion::totals::mean_all;
 use cidm_diffusion::{CLIPTextModel, CLIPTokenizer, UNet2DConditionModel};
 use cidm_lora::{
     adam_moments, load_adam_moments, DenoisingBatch, LoraAdapter, LoraConfig, LoraError,
@@ -419,9 +420,7 @@ impl<B: AutodiffBackend> TaskTrainer<B> {
             self.lora
                 .unet()
                 .forward(batch.noisy_latents, batch.timesteps, &batch.conditioning)?;
-        Ok((prediction - batch.target)
-            .powi_scalar(2)
-            .mean()
+        Ok(mean_all((prediction - batch.target).powi_scalar(2))
             .into_scalar()
             .elem())
     }

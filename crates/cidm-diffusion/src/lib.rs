@@ -20,6 +20,7 @@ pub mod nn;
 pub mod pipeline;
 pub mod precision;
 pub mod schedulers;
+pub mod totals;
 pub mod unet;
 pub mod vae;
 

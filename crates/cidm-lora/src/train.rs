@@ -15,6 +15,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use cidm_diffusion::precision::to_param_dtype;
 use cidm_diffusion::schedulers::DdpmNoiser;
+use cidm_diffusion::totals::{add_all, mean_all, sum_all};
 use cidm_diffusion::{Conditioning, UNet2DConditionModel};
 use serde::{Deserialize, Serialize};
 
@@ -213,7 +214,7 @@ impl<B: AutodiffBackend> LoraTrainer<B> {
         // In f32 whatever the model's dtype, as diffusers' `F.mse_loss(pred.float(),
         // target.float())`: an f16 mean of squares over a batch loses the loss's digits.
         let error = to_param_dtype(prediction) - to_param_dtype(batch.target.clone());
-        let denoise = error.powi_scalar(2).mean();
+        let denoise = mean_all(error.powi_scalar(2));
         let extra = extra(&self.unet)?;
         let (loss, values) = match extra {
             Some(term) => {
@@ -326,17 +327,14 @@ fn clip_global_norm<B: AutodiffBackend>(
     ids: &[ParamId],
     max_norm: Option<f32>,
 ) -> f32 {
-    // One reduction per gradient, all of them queued before their one-element results are
-    // added up: the adds then follow each other in burn-fusion's stream, which fuses them
-    // into few kernels (interleaved with the reductions, each add was a kernel of its own;
-    // concatenating the sums copied each into place with one, 128 for SD 1.5's
-    // cross-attention LoRA).
-    let squares: Vec<Tensor<B::InnerBackend, 1>> = ids
+    // One reduction per gradient and few kernels for the adds (see `totals`); concatenating
+    // the sums copied each into place with a kernel of its own, 128 for SD 1.5's
+    // cross-attention LoRA.
+    let squares = ids
         .iter()
         .filter_map(|id| grads.get::<B::InnerBackend, 2>(*id))
-        .map(|g| g.powi_scalar(2).sum())
-        .collect();
-    let Some(total) = squares.into_iter().reduce(|total, square| total + square) else {
+        .map(|g| sum_all(g.powi_scalar(2)));
+    let Some(total) = add_all(squares) else {
         return 0.0;
     };
     let norm = total.sqrt().into_scalar().elem::<f32>();

@@ -3,6 +3,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use cidm_diffusion::precision::{param_zeros, to_param_dtype};
+use cidm_diffusion::totals::{add_all, sum_all};
 
 use super::detached;
 use crate::delta::{check_deltas, LowRankDelta};
@@ -62,12 +63,8 @@ impl<B: Backend> ExactCommonSubspace<B> {
     /// - deltas: `tasks` lists of `layers` deltas; output `[1]`
     pub fn r2(&self, deltas: &[Vec<LowRankDelta<B>>]) -> Result<Tensor<B, 1>> {
         check_deltas(deltas, &self.shapes(), self.h.len())?;
-        Ok(self
-            .residuals(deltas)
-            .into_iter()
-            .flatten()
-            .map(|r| r.square().sum())
-            .fold(self.zero(), |a, b| a + b))
+        let squares = self.residuals(deltas).into_iter().flatten();
+        Ok(add_all(squares.map(|r| sum_all(r.square()))).unwrap_or_else(|| self.zero()))
     }
 
     /// The closed-form gradients at the current `H`, `W*`, with the deltas held fixed.

@@ -7,6 +7,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use cidm_diffusion::precision::{param_from_data, param_zeros};
+use cidm_diffusion::totals::{add_all, sum_all};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -130,12 +131,9 @@ impl<B: Backend> FactorisedCommonSubspace<B> {
     pub fn r2(&self, deltas: &[Vec<LowRankDelta<B>>]) -> Result<Tensor<B, 1>> {
         check_deltas(deltas, &self.shapes(), self.u.len())?;
         let device = self.w_star.first().map(|w| w.device()).unwrap_or_default();
-        Ok(self
-            .residuals(deltas)
-            .into_iter()
-            .flatten()
-            .map(|r| r.square().sum())
-            .fold(param_zeros([1], &device), |a, b| a + b))
+        let squares = self.residuals(deltas).into_iter().flatten();
+        Ok(add_all(squares.map(|r| sum_all(r.square())))
+            .unwrap_or_else(|| param_zeros([1], &device)))
     }
 
     /// The closed-form gradients at the current `U`, `V`, `W*`, deltas held fixed.

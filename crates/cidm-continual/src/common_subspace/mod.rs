@@ -16,6 +16,7 @@ mod factorised;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use cidm_diffusion::precision::param_zeros;
+use cidm_diffusion::totals::{add_all, sum_all};
 
 pub use exact::{ExactCommonSubspace, ExactGradients};
 pub use factorised::{FactorisedCommonSubspace, FactorisedGradients};
@@ -112,23 +113,20 @@ impl<B: Backend> CommonSubspace<B> {
             .first()
             .map(|d| d.up.device())
             .ok_or_else(|| Error::InvalidInput("R2 needs at least one layer".into()))?;
-        Ok(deltas
-            .iter()
-            .enumerate()
-            .map(|(l, delta)| {
-                let mapped = match self {
-                    Self::Exact(s) => s.h[task][l].clone().matmul(s.w_star[l].clone()),
-                    Self::Factorised(s) => {
-                        let w = s.w_star[l].clone();
-                        w.clone()
-                            + s.u[task][l]
-                                .clone()
-                                .matmul(s.v[task][l].clone().transpose().matmul(w))
-                    }
-                };
-                (delta.dense() - mapped).square().sum()
-            })
-            .fold(param_zeros([1], &device), |a, b| a + b))
+        let squares = deltas.iter().enumerate().map(|(l, delta)| {
+            let mapped = match self {
+                Self::Exact(s) => s.h[task][l].clone().matmul(s.w_star[l].clone()),
+                Self::Factorised(s) => {
+                    let w = s.w_star[l].clone();
+                    w.clone()
+                        + s.u[task][l]
+                            .clone()
+                            .matmul(s.v[task][l].clone().transpose().matmul(w))
+                }
+            };
+            sum_all((delta.dense() - mapped).square())
+        });
+        Ok(add_all(squares).unwrap_or_else(|| param_zeros([1], &device)))
     }
 
     /// Step 2 of the two-step update: one descent step on the transforms and `W*`.
