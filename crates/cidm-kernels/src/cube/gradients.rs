@@ -14,6 +14,12 @@ use burn::tensor::{backend::Backend, ops::FloatTensor};
 /// are skipped, as PyTorch's norm backward skips them by its output mask.
 pub(crate) type NormGrads<T> = (T, Option<[T; 2]>);
 
+/// A norm's gradients in its inputs' order `[x, scale, shift]`, for [`register_fused`].
+pub(crate) fn by_input<T>((x, affine): NormGrads<T>) -> [Option<T>; 3] {
+    let [gamma, beta] = affine.map_or([None, None], |grads| grads.map(Some));
+    [Some(x), gamma, beta]
+}
+
 /// The fused forward's output `out` (computed by the caller on `inputs`' inner tensors) as a
 /// tensor of `Autodiff<B>`: when any input needs a gradient, a node with `backward` and the
 /// state `save` builds from the inputs and the output; else a leaf. The checkpoint strategy

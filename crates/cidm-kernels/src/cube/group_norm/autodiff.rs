@@ -12,7 +12,7 @@ use burn::backend::autodiff::{
 use burn::tensor::{backend::Backend, ops::FloatTensor};
 
 use super::{ops::GroupNormOps, GroupNormParams};
-use crate::cube::gradients::{record_fused, register_fused};
+use crate::cube::gradients::{by_input, record_fused, register_fused};
 
 /// What the backward needs: the inputs and the statistics, on the inner backend.
 #[derive(Clone, Debug)]
@@ -33,7 +33,7 @@ impl<B: GroupNormOps> Backward<B, 3> for GroupNormBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         register_fused::<B, _, 3>(ops, grads, |saved, grad_out, [_, gamma, beta]| {
-            let (grad_x, affine) = B::group_norm_backward(
+            by_input(B::group_norm_backward(
                 saved.x,
                 saved.gamma,
                 saved.beta,
@@ -42,9 +42,7 @@ impl<B: GroupNormOps> Backward<B, 3> for GroupNormBackward {
                 grad_out,
                 saved.params,
                 gamma || beta,
-            );
-            let [grad_gamma, grad_beta] = affine.map_or([None, None], |grads| grads.map(Some));
-            [Some(grad_x), grad_gamma, grad_beta]
+            ))
         });
     }
 }

@@ -12,7 +12,7 @@ use burn::backend::autodiff::{
 use burn::tensor::{backend::Backend, ops::FloatTensor};
 
 use super::{ops::LayerNormOps, LayerNormParams};
-use crate::cube::gradients::{record_fused, register_fused};
+use crate::cube::gradients::{by_input, record_fused, register_fused};
 
 /// What the backward needs: the input, the scale and the statistics, on the inner backend.
 #[derive(Clone, Debug)]
@@ -31,16 +31,14 @@ impl<B: LayerNormOps> Backward<B, 3> for LayerNormBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         register_fused::<B, _, 3>(ops, grads, |saved, grad_out, [_, gamma, beta]| {
-            let (grad_x, affine) = B::layer_norm_backward(
+            by_input(B::layer_norm_backward(
                 saved.x,
                 saved.gamma,
                 saved.mean,
                 saved.rstd,
                 grad_out,
                 gamma || beta,
-            );
-            let [grad_gamma, grad_beta] = affine.map_or([None, None], |grads| grads.map(Some));
-            [Some(grad_x), grad_gamma, grad_beta]
+            ))
         });
     }
 }
