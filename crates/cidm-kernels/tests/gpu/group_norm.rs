@@ -310,9 +310,11 @@ fn frozen_weights_still_give_x_its_gradient() {
         for x_last in [false, true] {
             let fused = (case.inputs)
                 .run_frozen::<Gpu>(&device, |x, gamma, beta| case.fused(x, gamma, beta, x_last));
-            let plain = (case.inputs).run_frozen::<GpuPlain>(&device, |x, gamma, beta| {
-                case.fused(x, gamma, beta, x_last)
-            });
+            let plain = case
+                .inputs
+                .run_frozen::<GpuPlain>(&device, |x, gamma, beta| {
+                    case.fused(x, gamma, beta, x_last)
+                });
             for (path, got) in [("fusion", fused), ("plain cube", plain)] {
                 let what = format!(
                     "{}, frozen weights, x channels last {x_last}, {path}",

@@ -95,14 +95,17 @@ impl<B: FusionBackend + GroupNormOps> GroupNormOps for Fusion<B> {
         params: GroupNormParams,
         affine: bool,
     ) -> NormGrads<FloatTensor<Self>> {
-        let output = |input: &FloatTensor<Self>| (input.shape.clone(), input.dtype);
+        // The gradients are shaped like x, gamma and beta. The inputs are moved into the
+        // operation (a clone kept alive would mark them read-only in the stream).
+        let [grad_x, grad_gamma, grad_beta] =
+            [&x, &gamma, &beta].map(|input| (input.shape.clone(), input.dtype));
         let inputs = [x, gamma, beta, mean, rstd, grad_out];
         // One operation per set of outputs: the stream's operations have fixed outputs.
         if !affine {
             let [dx] = register_custom::<B, _, 6, 1>(
                 "cidm_group_norm_input_grad",
-                inputs.clone(),
-                [output(&inputs[0])],
+                inputs,
+                [grad_x],
                 params,
                 |[x, gamma, beta, mean, rstd, grad_out], params| {
                     let (dx, _) =
@@ -112,11 +115,10 @@ impl<B: FusionBackend + GroupNormOps> GroupNormOps for Fusion<B> {
             );
             return (dx, None);
         }
-        let outputs = [&inputs[0], &inputs[1], &inputs[2]].map(output);
         let [dx, dgamma, dbeta] = register_custom::<B, _, 6, 3>(
             "cidm_group_norm_backward",
             inputs,
-            outputs,
+            [grad_x, grad_gamma, grad_beta],
             params,
             |[x, gamma, beta, mean, rstd, grad_out], params| {
                 let (dx, affine) =

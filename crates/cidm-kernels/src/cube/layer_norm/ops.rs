@@ -89,14 +89,17 @@ impl<B: FusionBackend + LayerNormOps> LayerNormOps for Fusion<B> {
         grad_out: FloatTensor<Self>,
         affine: bool,
     ) -> NormGrads<FloatTensor<Self>> {
-        let output = |input: &FloatTensor<Self>| (input.shape.clone(), input.dtype);
+        // The gradients are shaped like x and gamma (beta's like gamma's). The inputs are
+        // moved into the operation (a clone kept alive would mark them read-only in the
+        // stream).
+        let [grad_x, grad_weight] = [&x, &gamma].map(|input| (input.shape.clone(), input.dtype));
         let inputs = [x, gamma, mean, rstd, grad_out];
         // One operation per set of outputs: the stream's operations have fixed outputs.
         if !affine {
             let [dx] = register_custom::<B, _, 5, 1>(
                 "cidm_layer_norm_input_grad",
-                inputs.clone(),
-                [output(&inputs[0])],
+                inputs,
+                [grad_x],
                 (),
                 |[x, gamma, mean, rstd, grad_out], ()| {
                     [B::layer_norm_backward(x, gamma, mean, rstd, grad_out, false).0]
@@ -104,11 +107,10 @@ impl<B: FusionBackend + LayerNormOps> LayerNormOps for Fusion<B> {
             );
             return (dx, None);
         }
-        let outputs = [&inputs[0], &inputs[1], &inputs[1]].map(output);
         let [dx, dgamma, dbeta] = register_custom::<B, _, 5, 3>(
             "cidm_layer_norm_backward",
             inputs,
-            outputs,
+            [grad_x, grad_weight.clone(), grad_weight],
             (),
             |[x, gamma, mean, rstd, grad_out], ()| {
                 let (dx, affine) = B::layer_norm_backward(x, gamma, mean, rstd, grad_out, true);
