@@ -49,7 +49,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use cidm::backend;
-use error::{BenchError, Result};
+use error::{guarded, BenchError, Result};
 use report::{Measured, Record};
 use setup::{ConfigName, Setup};
 use timing::Timing;
@@ -215,7 +215,7 @@ fn run(args: &Args) -> Result<bool> {
         tracing::info!("LoRA training step");
         emit(
             "lora_train_step_b1".into(),
-            workloads::lora_train_step(&setup, reps).map(|(timing, memory)| Measured {
+            guarded(|| workloads::lora_train_step(&setup, reps)).map(|(timing, memory)| Measured {
                 memory,
                 ..timing.into()
             }),
@@ -229,49 +229,46 @@ fn run(args: &Args) -> Result<bool> {
         Workload::Regional,
     ];
     if inference.into_iter().any(selected) {
-        let unet = workloads::base_unet(&setup)?;
+        let unet = guarded(|| workloads::base_unet(&setup))?;
         if selected(Workload::Step) {
             tracing::info!("UNet step");
             emit(
                 "unet_step_cfg_b2".into(),
-                timed(workloads::unet_step_cfg(&setup, &unet, reps)),
+                timed(guarded(|| workloads::unet_step_cfg(&setup, &unet, reps))),
             );
         }
         if selected(Workload::Sample) {
             tracing::info!(steps = args.sampling_steps, "sampling");
             emit(
                 format!("sample_dpmpp{}_cfg_b1", args.sampling_steps),
-                timed(workloads::sampling(
-                    &setup,
-                    &unet,
-                    args.sampling_steps,
-                    reps,
-                )),
+                timed(guarded(|| {
+                    workloads::sampling(&setup, &unet, args.sampling_steps, reps)
+                })),
             );
         }
         let ewa_workloads = [Workload::EwaWeights, Workload::Ewa, Workload::Regional];
         if ewa_workloads.into_iter().any(selected) {
-            let model = EwaModel::new(&setup, &unet)?;
+            let model = guarded(|| EwaModel::new(&setup, &unet))?;
             drop(unet);
             if selected(Workload::EwaWeights) {
                 tracing::info!("EWA weights");
                 emit(
                     "ewa10_weights".into(),
-                    timed(workloads::ewa_weights(&model, reps)),
+                    timed(guarded(|| workloads::ewa_weights(&model, reps))),
                 );
             }
             if selected(Workload::Ewa) {
                 tracing::info!("EWA step");
                 emit(
                     "ewa10_step_cfg_b2".into(),
-                    timed(workloads::ewa_step_cfg(&setup, &model, reps)),
+                    timed(guarded(|| workloads::ewa_step_cfg(&setup, &model, reps))),
                 );
             }
             if selected(Workload::Regional) {
                 tracing::info!("regional step");
                 emit(
                     "regional2_step_b4".into(),
-                    timed(workloads::regional_step(&setup, &model, reps)),
+                    timed(guarded(|| workloads::regional_step(&setup, &model, reps))),
                 );
             }
         }

@@ -5,7 +5,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::error::{BenchError, Result};
+use crate::error::{guarded, BenchError, Result};
 use crate::report::Measured;
 use crate::timing::Timing;
 
@@ -39,22 +39,24 @@ impl Comparison {
         time: impl Fn(bool) -> Result<Timing>,
     ) -> Self {
         let fused = FUSED_BUILD.then(|| {
-            if let Some(reason) = refusal() {
-                return Err(BenchError::Unfused(reason));
-            }
-            let deviation = max_deviation(run(true)?, run(false)?)?;
-            let tolerance = if half { TOL_HALF } else { TOL_F32 };
-            if deviation.is_nan() || deviation > tolerance {
-                return Err(BenchError::Mismatch {
-                    deviation,
-                    tolerance,
-                });
-            }
-            Ok((time(true)?, deviation))
+            guarded(|| {
+                if let Some(reason) = refusal() {
+                    return Err(BenchError::Unfused(reason));
+                }
+                let deviation = max_deviation(run(true)?, run(false)?)?;
+                let tolerance = if half { TOL_HALF } else { TOL_F32 };
+                if deviation.is_nan() || deviation > tolerance {
+                    return Err(BenchError::Mismatch {
+                        deviation,
+                        tolerance,
+                    });
+                }
+                Ok((time(true)?, deviation))
+            })
         });
         Self {
             fused,
-            plain: time(false),
+            plain: guarded(|| time(false)),
         }
     }
 
@@ -76,14 +78,20 @@ impl Comparison {
 
 /// Runs `work` with a kernel switch forced to `fused` through its setter
 /// (`set_fused_attention`, `set_fused_group_norm`), then hands the switch back to its
-/// environment variable: the records compare both paths whatever the variable says, so a
-/// whole run with a kernel switched off (timing the UNet steps without it) still checks and
-/// times the kernel here.
+/// environment variable, also when `work` panics (the records go on after a panicking one):
+/// the records compare both paths whatever the variable says, so a whole run with a kernel
+/// switched off (timing the UNet steps without it) still checks and times the kernel here.
 pub fn forced<T>(set: fn(Option<bool>), fused: bool, work: impl FnOnce() -> T) -> T {
+    /// Hands the switch back when dropped, on return or unwinding.
+    struct Restore(fn(Option<bool>));
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            (self.0)(None)
+        }
+    }
     set(Some(fused));
-    let result = work();
-    set(None);
-    result
+    let _restore = Restore(set);
+    work()
 }
 
 /// The largest `max |a - b| / max |b|` over pairs of tensors (NaN if any value is not
@@ -118,8 +126,29 @@ fn host<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<Vec<f32>> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
     use cidm::backend::Selected;
+
+    /// The switch `forced` sets, as `set_fused_*` take it: 0 for `None` (the environment
+    /// decides), 1 for `Some(false)`, 2 for `Some(true)`.
+    static SWITCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+    fn set(value: Option<bool>) {
+        SWITCH.store(value.map_or(0, |on| 1 + u8::from(on)), Ordering::SeqCst);
+    }
+
+    /// `forced` holds the switch where it was forced while its work runs and hands it back
+    /// afterwards, also when the work panics (which `guarded` turns into an error).
+    #[test]
+    fn forced_switch_is_handed_back() {
+        assert_eq!(forced(set, true, || SWITCH.load(Ordering::SeqCst)), 2);
+        assert_eq!(SWITCH.load(Ordering::SeqCst), 0);
+        let panicked = guarded::<()>(|| forced(set, false, || panic!("kernel failed")));
+        assert!(matches!(panicked, Err(BenchError::Panicked(_))));
+        assert_eq!(SWITCH.load(Ordering::SeqCst), 0);
+    }
 
     /// Identical results deviate by 0; one value off by 1% of the largest deviates by 0.01;
     /// a NaN anywhere (here not the last value) is reported as NaN, not hidden by `max`.

@@ -53,7 +53,46 @@ pub enum BenchError {
     /// Serialising the JSON report or the config, or parsing a profile, failed.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// A workload panicked (burn and CubeCL panic where a kernel fails to compile or launch,
+    /// or the device runs out of memory); the message is the panic's.
+    #[error("panicked: {0}")]
+    Panicked(String),
 }
 
 /// The benchmark's result type.
 pub type Result<T> = std::result::Result<T, BenchError>;
+
+/// Runs `work`, turning a panic into [`BenchError::Panicked`], so that one workload that
+/// fails that way on a GPU (the first run of a kernel on a new device is where compilation
+/// and launch errors show) becomes an error record and the workloads after it still run.
+/// The panic hook still prints the panic and its location to stderr.
+pub fn guarded<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Err(BenchError::Panicked(message))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic with a literal or a formatted message becomes an error carrying it; results
+    /// and errors pass through unchanged.
+    #[test]
+    fn panics_become_errors() {
+        let literal = guarded::<()>(|| panic!("kernel failed"));
+        assert!(matches!(literal, Err(BenchError::Panicked(m)) if m == "kernel failed"));
+        let formatted = guarded::<()>(|| panic!("out of memory: {} bytes", 64));
+        assert!(
+            matches!(formatted, Err(BenchError::Panicked(m)) if m == "out of memory: 64 bytes")
+        );
+        assert_eq!(guarded(|| Ok(3)).unwrap(), 3);
+        let refused = guarded::<()>(|| Err(BenchError::NoGradient));
+        assert!(matches!(refused, Err(BenchError::NoGradient)));
+    }
+}
