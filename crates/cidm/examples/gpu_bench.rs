@@ -21,6 +21,8 @@ mod attention;
 mod check;
 #[path = "gpu_bench/error.rs"]
 mod error;
+#[path = "gpu_bench/failed_tasks.rs"]
+mod failed_tasks;
 #[path = "gpu_bench/fused_op.rs"]
 mod fused_op;
 #[path = "gpu_bench/geglu.rs"]
@@ -47,9 +49,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 use cidm::backend;
 use error::{guarded, BenchError, Result};
+use failed_tasks::FailedTasks;
 use report::{Measured, Record};
 use setup::{ConfigName, Setup};
 use timing::Timing;
@@ -147,11 +154,15 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    let log_filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(log_filter),
         )
-        .with_writer(std::io::stderr)
+        .with(FailedTasks.with_filter(LevelFilter::WARN))
         .init();
     let cli = Cli::parse();
     let result = match &cli.command {

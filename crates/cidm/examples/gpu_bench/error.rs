@@ -1,6 +1,8 @@
 //! The benchmark's one error type: every library error it can meet, typed, so a failed
 //! measurement says which crate refused what.
 
+use crate::failed_tasks;
+
 /// Why a benchmark run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -57,6 +59,10 @@ pub enum BenchError {
     /// or the device runs out of memory); the message is the panic's.
     #[error("panicked: {0}")]
     Panicked(String),
+    /// Kernel tasks failed on CubeCL's device thread during a workload, which CubeCL only
+    /// logs: its timing would count work that did not run.
+    #[error("{0} kernel task(s) failed on the device thread (CubeCL's \"Task failed\" warnings in the log)")]
+    FailedTasks(usize),
 }
 
 /// The benchmark's result type.
@@ -64,27 +70,44 @@ pub type Result<T> = std::result::Result<T, BenchError>;
 
 /// Runs `work`, turning a panic into [`BenchError::Panicked`], so that one workload that
 /// fails that way on a GPU (the first run of a kernel on a new device is where compilation
-/// and launch errors show) becomes an error record and the workloads after it still run.
-/// The panic hook still prints the panic and its location to stderr.
+/// and launch errors show) becomes an error record and the workloads after it still run
+/// (the panic hook still prints the panic and its location to stderr); and a workload during
+/// which CubeCL logged a failed device task (`failed_tasks.rs`) into
+/// [`BenchError::FailedTasks`]. Every workload ends with a device sync, so its tasks have
+/// run, and logged, before it returns.
 pub fn guarded<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into());
-        Err(BenchError::Panicked(message))
-    })
+    let failed_before = failed_tasks::count();
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            Err(BenchError::Panicked(message))
+        });
+    match failed_tasks::count() - failed_before {
+        0 => result,
+        failed => result.and(Err(BenchError::FailedTasks(failed))),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     use super::*;
+    use crate::failed_tasks::FailedTasks;
 
     /// A panic with a literal or a formatted message becomes an error carrying it; results
-    /// and errors pass through unchanged.
+    /// and errors pass through unchanged. CubeCL's "Task failed" warning, logged through
+    /// `log` as its device thread does, fails the workload it was logged in; other warnings,
+    /// and the same message from another crate, do not. (One test: the count is global.)
     #[test]
-    fn panics_become_errors() {
+    fn panics_and_failed_device_tasks_become_errors() {
         let literal = guarded::<()>(|| panic!("kernel failed"));
         assert!(matches!(literal, Err(BenchError::Panicked(m)) if m == "kernel failed"));
         let formatted = guarded::<()>(|| panic!("out of memory: {} bytes", 64));
@@ -94,5 +117,23 @@ mod tests {
         assert_eq!(guarded(|| Ok(3)).unwrap(), 3);
         let refused = guarded::<()>(|| Err(BenchError::NoGradient));
         assert!(matches!(refused, Err(BenchError::NoGradient)));
+
+        tracing_subscriber::registry()
+            .with(FailedTasks.with_filter(LevelFilter::WARN))
+            .try_init()
+            .expect("the test's subscriber is the first");
+        const CHANNEL: &str = "cubecl_common::device::handle::channel";
+        let failed = guarded(|| {
+            log::warn!(target: CHANNEL, "Task failed: {:?}", "compilation error");
+            Ok(3)
+        });
+        assert!(matches!(failed, Err(BenchError::FailedTasks(1))));
+        let others = guarded(|| {
+            log::warn!(target: CHANNEL, "Unable to save the ptx");
+            log::warn!(target: "other_crate", "Task failed: not CubeCL's");
+            log::info!(target: CHANNEL, "Task failed: not a warning");
+            Ok(3)
+        });
+        assert_eq!(others.unwrap(), 3);
     }
 }
