@@ -7,6 +7,7 @@
 //! (`flex` by default; `ndarray`, `wgpu`, `cuda`, plus `f16` for half precision on GPUs).
 
 pub mod backend;
+pub mod backend_panic;
 pub mod benchmark;
 pub mod concept_model;
 pub mod figures;

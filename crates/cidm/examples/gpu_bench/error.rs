@@ -1,6 +1,8 @@
 //! The benchmark's one error type: every library error it can meet, typed, so a failed
 //! measurement says which crate refused what.
 
+use cidm::backend_panic::catch_backend_panic;
+
 use crate::failed_tasks;
 
 /// Why a benchmark run stopped.
@@ -68,7 +70,7 @@ pub enum BenchError {
 /// The benchmark's result type.
 pub type Result<T> = std::result::Result<T, BenchError>;
 
-/// Runs `work`, turning a panic into [`BenchError::Panicked`], so that one workload that
+/// Runs `work`, turning a panic into [`BenchError::Panicked`] (`cidm::backend_panic`), so that one workload that
 /// fails that way on a GPU (the first run of a kernel on a new device is where compilation
 /// and launch errors show) becomes an error record and the workloads after it still run
 /// (the panic hook still prints the panic and its location to stderr); and a workload during
@@ -78,14 +80,7 @@ pub type Result<T> = std::result::Result<T, BenchError>;
 pub fn guarded<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
     let failed_before = failed_tasks::count();
     let result =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".into());
-            Err(BenchError::Panicked(message))
-        });
+        catch_backend_panic(work).unwrap_or_else(|panic| Err(BenchError::Panicked(panic.message)));
     match failed_tasks::count() - failed_before {
         0 => result,
         failed => result.and(Err(BenchError::FailedTasks(failed))),
@@ -102,18 +97,14 @@ mod tests {
     use super::*;
     use crate::failed_tasks::FailedTasks;
 
-    /// A panic with a literal or a formatted message becomes an error carrying it; results
-    /// and errors pass through unchanged. CubeCL's "Task failed" warning, logged through
+    /// A panic becomes an error carrying its message; results and errors pass through
+    /// unchanged. CubeCL's "Task failed" warning, logged through
     /// `log` as its device thread does, fails the workload it was logged in; other warnings,
     /// and the same message from another crate, do not. (One test: the count is global.)
     #[test]
     fn panics_and_failed_device_tasks_become_errors() {
-        let literal = guarded::<()>(|| panic!("kernel failed"));
-        assert!(matches!(literal, Err(BenchError::Panicked(m)) if m == "kernel failed"));
-        let formatted = guarded::<()>(|| panic!("out of memory: {} bytes", 64));
-        assert!(
-            matches!(formatted, Err(BenchError::Panicked(m)) if m == "out of memory: 64 bytes")
-        );
+        let panicked = guarded::<()>(|| panic!("out of memory: {} bytes", 64));
+        assert!(matches!(panicked, Err(BenchError::Panicked(m)) if m == "out of memory: 64 bytes"));
         assert_eq!(guarded(|| Ok(3)).unwrap(), 3);
         let refused = guarded::<()>(|| Err(BenchError::NoGradient));
         assert!(matches!(refused, Err(BenchError::NoGradient)));

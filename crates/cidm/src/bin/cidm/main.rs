@@ -11,6 +11,7 @@ mod train_task;
 
 use std::process::ExitCode;
 
+use cidm::backend_panic::catch_backend_panic;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -46,7 +47,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match cli.command {
+    // burn panics where a device runs out of memory or refuses a kernel: reported as an
+    // error like the others (after the panic messages), not as a crash.
+    let result = catch_backend_panic(|| match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Benchmark(args) => benchmark::run(args),
@@ -54,12 +57,12 @@ fn main() -> ExitCode {
         Command::TrainTask(args) => train_task::run(args),
         Command::Store(args) => store::run(args),
         Command::Eval(args) => eval::run(args),
+    });
+    let error = match result {
+        Ok(Ok(())) => return ExitCode::SUCCESS,
+        Ok(Err(err)) => err.to_string(),
+        Err(panic) => panic.to_string(),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    eprintln!("error: {error}");
+    ExitCode::FAILURE
 }
