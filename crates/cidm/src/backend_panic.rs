@@ -10,7 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// A panic caught by [`catch_backend_panic`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a panic stopped the work: {message} (the panic messages above say where; on a GPU most often the device ran out of memory)")]
+#[error("a panic stopped the work: {message} (the panic messages above say what failed, e.g. the device ran out of memory)")]
 pub struct BackendPanic {
     /// The panic's message (`&str` or `String` payloads; a placeholder for others).
     pub message: String,
