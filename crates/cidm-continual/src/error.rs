@@ -89,8 +89,9 @@ pub enum Error {
         "{0} holds a checkpoint of an interrupted training: resume it, or delete it to start over"
     )]
     CheckpointExists(std::path::PathBuf),
-    /// The training loss became NaN or infinite; the last good checkpoint (if any) is kept.
-    #[error("the loss is not finite at step {step} (denoising {denoise}, regularizer {regularizer}){}", checkpoint.as_ref().map(|p| format!("; the last good checkpoint is {}", p.display())).unwrap_or_default())]
+    /// The training loss, or its gradients' norm, became NaN or infinite; the last good
+    /// checkpoint (if any) is kept.
+    #[error("the loss or its gradients are not finite at step {step} (denoising {denoise}, regularizer {regularizer}, gradient norm {grad_norm}){}", checkpoint.as_ref().map(|p| format!("; the last good checkpoint is {}", p.display())).unwrap_or_default())]
     NonFiniteLoss {
         /// The step (1-based) whose loss was not finite.
         step: usize,
@@ -98,6 +99,8 @@ pub enum Error {
         denoise: f32,
         /// The regularizer term.
         regularizer: f32,
+        /// The global L2 norm of the LoRA factors' gradients, before clipping.
+        grad_norm: f32,
         /// The last good checkpoint, if one was written.
         checkpoint: Option<std::path::PathBuf>,
     },

@@ -315,8 +315,8 @@ impl<B: AutodiffBackend> TaskTrainer<B> {
         &self.config
     }
 
-    /// One training step (see the module documentation). A NaN or infinite loss is
-    /// [`Error::NonFiniteLoss`] and changes nothing.
+    /// One training step (see the module documentation). A NaN or infinite loss or gradient
+    /// norm is [`Error::NonFiniteLoss`] and changes nothing.
     pub fn step(&mut self) -> Result<TaskStepReport> {
         let step = self.step + 1;
         let batch = self.draw_batch(&mut step_rng(self.config.seed, step as u64))?;
@@ -335,10 +335,12 @@ impl<B: AutodiffBackend> TaskTrainer<B> {
                 LoraError::NonFiniteLoss {
                     denoise,
                     regularizer,
+                    grad_norm,
                 } => Error::NonFiniteLoss {
                     step,
                     denoise,
                     regularizer,
+                    grad_norm,
                     checkpoint: None,
                 },
                 other => other.into(),
@@ -373,8 +375,9 @@ impl<B: AutodiffBackend> TaskTrainer<B> {
     }
 
     /// Runs the remaining steps, calling `on_step` after each, and writes a checkpoint to
-    /// `checkpoint` (atomically) every `checkpoint_every` steps. A non-finite loss stops with
-    /// [`Error::NonFiniteLoss`] naming the last good checkpoint, which is left as it was.
+    /// `checkpoint` (atomically) every `checkpoint_every` steps. A non-finite loss (or gradient
+    /// norm) stops with [`Error::NonFiniteLoss`] naming the last good checkpoint, which is left
+    /// as it was.
     pub fn train(
         &mut self,
         checkpoint: Option<&Path>,
@@ -389,12 +392,14 @@ impl<B: AutodiffBackend> TaskTrainer<B> {
                     step,
                     denoise,
                     regularizer,
+                    grad_norm,
                     ..
                 }) => {
                     return Err(Error::NonFiniteLoss {
                         step,
                         denoise,
                         regularizer,
+                        grad_norm,
                         checkpoint: last_good,
                     })
                 }

@@ -105,13 +105,17 @@ pub enum LoraError {
     /// A tensor or list passed to a function has the wrong size (gate weights, empty stacks).
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// A training loss came out NaN or infinite; nothing was updated by that step.
-    #[error("the training loss is not finite (denoising {denoise}, regularizer {regularizer}): nothing was updated")]
+    /// A training loss, or the norm of its gradients, came out NaN or infinite (an f16
+    /// overflow in the backward pass gives a finite loss with infinite gradients); nothing was
+    /// updated by that step.
+    #[error("the training loss or its gradients are not finite (denoising {denoise}, regularizer {regularizer}, gradient norm {grad_norm}): nothing was updated")]
     NonFiniteLoss {
         /// The denoising term.
         denoise: f32,
         /// The extra term added by the caller (0 without one).
         regularizer: f32,
+        /// The global L2 norm of the factors' gradients, before clipping.
+        grad_norm: f32,
     },
     /// The core rejected an operation (a bank that does not fit, a forward pass on bad input).
     #[error(transparent)]

@@ -10,7 +10,6 @@
 use burn::module::{Module, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
-use burn::prelude::ElementConversion;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use cidm_diffusion::precision::to_param_dtype;
@@ -192,8 +191,8 @@ impl<B: AutodiffBackend> LoraTrainer<B> {
     /// not part of the model (e.g. concept token embeddings that produced the batch's
     /// conditioning), for the caller's own optimizer.
     ///
-    /// A NaN or infinite loss is [`LoraError::NonFiniteLoss`] and changes nothing: neither
-    /// the factors nor the optimizer state.
+    /// A NaN or infinite loss, or gradient norm, is [`LoraError::NonFiniteLoss`] and changes
+    /// nothing: neither the factors nor the optimizer state.
     pub fn step_with(
         &mut self,
         batch: &DenoisingBatch<B>,
@@ -216,6 +215,7 @@ impl<B: AutodiffBackend> LoraTrainer<B> {
         let error = to_param_dtype(prediction) - to_param_dtype(batch.target.clone());
         let denoise = mean_all(error.powi_scalar(2));
         let extra = extra(&self.unet)?;
+        let has_extra = extra.is_some();
         let (loss, values) = match extra {
             Some(term) => {
                 let values = Tensor::cat(vec![denoise.clone(), term.clone()], 0);
@@ -223,23 +223,32 @@ impl<B: AutodiffBackend> LoraTrainer<B> {
             }
             None => (denoise.clone(), denoise.clone()),
         };
-        let values = values
+        let mut gradients = loss.backward();
+        let mut grads = GradientsParams::from_module(&mut gradients, &self.unet);
+        // One read per step, once the backward pass is queued: the loss terms and the
+        // gradient norm together. Reading the loss before the backward (to skip it on a NaN)
+        // made the host wait for the forward pass before it could queue the backward, leaving
+        // the device idle in between; the optimizer step below still comes after the check.
+        let mut read = vec![values.inner()];
+        read.extend(global_norm::<B>(&grads, &self.trainable).map(to_param_dtype));
+        let read = Tensor::cat(read, 0)
             .into_data()
             .convert::<f32>()
             .into_vec::<f32>()
             .map_err(|e| LoraError::InvalidInput(format!("reading the loss: {e:?}")))?;
-        let denoise_value = values[0];
-        let regularizer = values.get(1).copied().unwrap_or(0.0);
-        if !(denoise_value.is_finite() && regularizer.is_finite()) {
+        let denoise_value = read[0];
+        let regularizer = if has_extra { read[1] } else { 0.0 };
+        let grad_norm = read.get(1 + usize::from(has_extra)).copied().unwrap_or(0.0);
+        if !(denoise_value.is_finite() && regularizer.is_finite() && grad_norm.is_finite()) {
             return Err(LoraError::NonFiniteLoss {
                 denoise: denoise_value,
                 regularizer,
+                grad_norm,
             });
         }
-        let mut gradients = loss.backward();
-        let mut grads = GradientsParams::from_module(&mut gradients, &self.unet);
-        let grad_norm =
-            clip_global_norm::<B>(&mut grads, &self.trainable, self.config.max_grad_norm);
+        if let Some(max_norm) = self.config.max_grad_norm {
+            clip_to_norm::<B>(&mut grads, &self.trainable, grad_norm, max_norm);
+        }
         self.unet = self
             .optimizer
             .step(self.config.learning_rate, self.unet.clone(), grads);
@@ -319,14 +328,12 @@ impl<B: AutodiffBackend> LoraTrainer<B> {
     }
 }
 
-/// Scales the gradients of `ids` so that their global L2 norm is at most `max_norm` (PyTorch's
-/// `clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`, capped at 1); returns the norm
-/// before clipping.
-fn clip_global_norm<B: AutodiffBackend>(
-    grads: &mut GradientsParams,
+/// The global L2 norm of the gradients of `ids`, as a one-value tensor left on the device
+/// (read with the loss, see [`LoraTrainer::step_with`]); `None` when none has a gradient.
+fn global_norm<B: AutodiffBackend>(
+    grads: &GradientsParams,
     ids: &[ParamId],
-    max_norm: Option<f32>,
-) -> f32 {
+) -> Option<Tensor<B::InnerBackend, 1>> {
     // One reduction per gradient and few kernels for the adds (see `totals`); concatenating
     // the sums copied each into place with a kernel of its own, 128 for SD 1.5's
     // cross-attention LoRA.
@@ -334,21 +341,26 @@ fn clip_global_norm<B: AutodiffBackend>(
         .iter()
         .filter_map(|id| grads.get::<B::InnerBackend, 2>(*id))
         .map(|g| sum_all(g.powi_scalar(2)));
-    let Some(total) = add_all(squares) else {
-        return 0.0;
-    };
-    let norm = total.sqrt().into_scalar().elem::<f32>();
-    if let Some(max_norm) = max_norm {
-        let coefficient = max_norm / (norm + 1e-6);
-        if coefficient < 1.0 {
-            for id in ids {
-                if let Some(g) = grads.remove::<B::InnerBackend, 2>(*id) {
-                    grads.register(*id, g * coefficient);
-                }
+    add_all(squares).map(Tensor::sqrt)
+}
+
+/// Scales the gradients of `ids`, whose global L2 norm is `norm`, so that it is at most
+/// `max_norm` (PyTorch's `clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`, capped at
+/// 1).
+fn clip_to_norm<B: AutodiffBackend>(
+    grads: &mut GradientsParams,
+    ids: &[ParamId],
+    norm: f32,
+    max_norm: f32,
+) {
+    let coefficient = max_norm / (norm + 1e-6);
+    if coefficient < 1.0 {
+        for id in ids {
+            if let Some(g) = grads.remove::<B::InnerBackend, 2>(*id) {
+                grads.register(*id, g * coefficient);
             }
         }
     }
-    norm
 }
 
 #[cfg(test)]
@@ -385,13 +397,18 @@ mod tests {
             .collect()
     }
 
+    fn norm(grads: &GradientsParams, ids: &[ParamId]) -> f32 {
+        global_norm::<AB>(grads, ids).unwrap().into_scalar()
+    }
+
     /// The norm is global over all tensors (3-4-12 gives 13), and clipping scales every
     /// gradient by the same factor.
     #[test]
     fn clipping_uses_the_global_norm() {
         let (mut g, ids) = grads(&[[3.0, 4.0], [12.0, 0.0]]);
-        let norm = clip_global_norm::<AB>(&mut g, &ids, Some(1.3));
-        assert!((norm - 13.0).abs() < 1e-5);
+        let total = norm(&g, &ids);
+        assert!((total - 13.0).abs() < 1e-5);
+        clip_to_norm::<AB>(&mut g, &ids, total, 1.3);
         let clipped = values(&g, &ids);
         let expected = [0.3, 0.4, 1.2, 0.0];
         assert!(
@@ -403,9 +420,9 @@ mod tests {
         );
 
         let (mut g, ids) = grads(&[[3.0, 4.0], [12.0, 0.0]]);
-        assert!((clip_global_norm::<AB>(&mut g, &ids, Some(20.0)) - 13.0).abs() < 1e-5);
+        let total = norm(&g, &ids);
+        clip_to_norm::<AB>(&mut g, &ids, total, 20.0);
         assert_eq!(values(&g, &ids), [3.0, 4.0, 12.0, 0.0]);
-        assert!((clip_global_norm::<AB>(&mut g, &ids, None) - 13.0).abs() < 1e-5);
-        assert_eq!(values(&g, &ids), [3.0, 4.0, 12.0, 0.0]);
+        assert!(global_norm::<AB>(&g, &[]).is_none());
     }
 }

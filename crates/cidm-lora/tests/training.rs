@@ -7,7 +7,9 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Tensor, TensorData};
 use cidm_diffusion::schedulers::{BetaSchedule, DdpmNoiser, SchedulerConfig};
 use cidm_diffusion::{Conditioning, ModelDir, UNet2DConditionModel};
-use cidm_lora::{DenoisingBatch, LoraAdapter, LoraConfig, LoraTrainer, LoraTrainingConfig};
+use cidm_lora::{
+    attached_banks, DenoisingBatch, LoraAdapter, LoraConfig, LoraTrainer, LoraTrainingConfig,
+};
 use common::uniform;
 
 type AB = Autodiff<Flex>;
@@ -222,6 +224,42 @@ fn a_non_finite_loss_is_an_error_and_changes_nothing() {
         matches!(error, cidm_lora::LoraError::NonFiniteLoss { .. }),
         "{error}"
     );
+    assert!(trainer.optimizer_state().is_empty());
+    assert_eq!(factors(&trainer.adapter().unwrap()), factors(&adapter));
+}
+
+/// A finite loss whose gradients are not (as an f16 overflow in the backward pass gives) is the
+/// same error and updates nothing either. The extra term `sqrt(sum(up^2))` is 0 at the initial
+/// up factors (all 0), and its gradient `0.5 / sqrt(0) * 2 up` is `inf * 0 = NaN`.
+#[test]
+fn a_non_finite_gradient_is_an_error_and_changes_nothing() {
+    let device = Default::default();
+    let unet = fixture_unet();
+    let adapter = LoraAdapter::init(&LoraConfig::new(2, 2.0), &unet, &device).unwrap();
+    let mut trainer = LoraTrainer::new(unet, &adapter, LoraTrainingConfig::default()).unwrap();
+    let batch = DenoisingBatch {
+        noisy_latents: tensor(1, [1, 4, 8, 8], 1.0),
+        timesteps: Tensor::from_floats([10.0], &device),
+        conditioning: Conditioning::shared(tensor(3, [1, 5, 24], 1.0)),
+        target: tensor(2, [1, 4, 8, 8], 1.0),
+    };
+    let error = trainer
+        .step_with(&batch, |unet| {
+            let (_, bank) = attached_banks(unet).into_iter().next().unwrap();
+            Ok(Some(bank.up.val().powi_scalar(2).sum().sqrt()))
+        })
+        .map(|(report, _)| report)
+        .unwrap_err();
+    let cidm_lora::LoraError::NonFiniteLoss {
+        denoise,
+        regularizer,
+        grad_norm,
+    } = error
+    else {
+        panic!("expected NonFiniteLoss, got {error}");
+    };
+    assert!(denoise.is_finite() && regularizer == 0.0, "{error}");
+    assert!(grad_norm.is_nan(), "{error}");
     assert!(trainer.optimizer_state().is_empty());
     assert_eq!(factors(&trainer.adapter().unwrap()), factors(&adapter));
 }
