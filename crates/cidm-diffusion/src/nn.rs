@@ -299,8 +299,11 @@ pub fn geglu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>
 ///
 /// On the GPU backends (features `wgpu`/`cuda`) the fused flash-attention kernel of
 /// `cidm-kernels` runs first: the same f32 scores and softmax without materialising them,
-/// and a fused backward under autodiff. Wherever it does not apply (CPU backends, causal
-/// masks, `CIDM_FUSED_ATTENTION=0`) the inputs come back and burn's attention runs.
+/// and a fused backward under autodiff. Training on the CPU (`Autodiff<Flex>`, feature
+/// `flex`) takes its node with a recomputing backward, which keeps no score matrix either.
+/// Wherever neither applies (inference on the CPU, where Flex's attention already is a flash
+/// attention; causal masks; `CIDM_FUSED_ATTENTION=0`) the inputs come back and burn's
+/// attention runs.
 ///
 /// # Shapes
 /// - q: `[batch, heads, tokens, head_dim]`, k and v: `[batch, heads, context, head_dim]`

@@ -14,7 +14,9 @@ const MAX_BATCH_HEADS: usize = 65_535;
 
 /// `softmax(q k^T * scale) v` through the fused flash-attention kernel when the backend is a
 /// burn-cubecl one this build has kernels for (wgpu or CUDA, plain, under fusion and under
-/// `Autodiff`), else `Err(Unfused)` with the untouched inputs for the caller's plain path.
+/// `Autodiff`), or, with the `flex` feature, as the CPU training node of `flex_attention.rs`
+/// on `Autodiff<Flex>` in f32; else `Err(Unfused)` with the untouched inputs for the
+/// caller's plain path.
 ///
 /// The scale is `options.scale`, by default `1 / sqrt(head_dim)`; the softmax and all sums
 /// are f32 whatever the input dtype (f32, f16 or bf16), and the output has the input dtype,
@@ -93,27 +95,29 @@ fn unsupported<B: Backend>(
     None
 }
 
-#[cfg(feature = "cube")]
+/// The fused kernel where the backend has one, else (with the `flex` feature) the CPU
+/// training node of `flex_attention`, else the inputs back.
 fn run<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     scale: f32,
 ) -> Result<Tensor<B, 4>, Unfused<B>> {
-    crate::cube::fused_attention(q, k, v, scale)
-}
-
-#[cfg(not(feature = "cube"))]
-fn run<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    _scale: f32,
-) -> Result<Tensor<B, 4>, Unfused<B>> {
-    Err(Unfused {
+    #[cfg(feature = "cube")]
+    let result = crate::cube::fused_attention(q, k, v, scale);
+    #[cfg(not(feature = "cube"))]
+    let result = Err(Unfused {
         q,
         k,
         v,
         reason: UnfusedReason::Backend,
-    })
+    });
+    #[cfg(feature = "flex")]
+    let result = match result {
+        Err(unfused) if unfused.reason == UnfusedReason::Backend => {
+            crate::flex_attention::run(unfused.q, unfused.k, unfused.v, scale)
+        }
+        result => result,
+    };
+    result
 }

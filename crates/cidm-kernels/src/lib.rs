@@ -30,11 +30,17 @@
 //! the two halves of its input, one kernel each way; its backward uses GELU's exact
 //! derivative and writes both halves of the input's gradient at once ([`GegluUnfused`]).
 //!
+//! With the `flex` feature, [`fused_attention`] also takes f32 attention for training on the
+//! CPU backend (`Autodiff<Flex>`): Flex's own attention forward as one graph node whose
+//! backward recomputes the probabilities a block of query rows at a time, so that training
+//! keeps no `[queries, keys]` matrix (burn's composed attention keeps two per call).
+//!
 //! [`on_cube_backend`] says whether a tensor is on a backend the kernels run on, for layout
 //! choices that follow burn-cubecl's kernels (convolution weights).
 //!
 //! The features `wgpu` and `cuda` compile the kernels for those runtimes; without either,
-//! the crate has no CubeCL dependency and every entry point always declines. Setting
+//! the crate has no CubeCL dependency and every entry point always declines (except the
+//! attention under `Autodiff<Flex>` with `flex`). Setting
 //! `CIDM_FUSED_ATTENTION=0` ([`SWITCH_VAR`]), `CIDM_FUSED_GROUP_NORM=0`
 //! ([`GROUP_NORM_SWITCH_VAR`]), `CIDM_FUSED_LAYER_NORM=0` ([`LAYER_NORM_SWITCH_VAR`]) or
 //! `CIDM_FUSED_GEGLU=0` ([`GEGLU_SWITCH_VAR`]) forces that plain path, and
@@ -42,6 +48,8 @@
 //! [`set_fused_geglu`] do so from code, at run time.
 
 mod attention;
+#[cfg(any(feature = "cube", feature = "flex"))]
+mod autodiff_node;
 mod backend_probe;
 mod geglu;
 mod group_norm;
@@ -53,6 +61,8 @@ mod unfused;
 
 #[cfg(feature = "cube")]
 mod cube;
+#[cfg(feature = "flex")]
+mod flex_attention;
 
 pub use attention::{fused_attention, MAX_HEAD_DIM};
 pub use backend_probe::on_cube_backend;

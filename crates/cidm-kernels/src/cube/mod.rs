@@ -9,7 +9,6 @@ mod attention;
 mod dispatch;
 mod fusion_op;
 mod geglu;
-mod gradients;
 mod group_norm;
 mod host;
 mod layer_norm;

@@ -10,7 +10,7 @@ use burn::backend::autodiff::{
 use burn::tensor::{backend::Backend, ops::FloatTensor};
 
 use super::ops::FlashOps;
-use crate::cube::gradients::{record_fused, register_fused};
+use crate::autodiff_node::{record_fused, register_fused};
 
 /// What the backward needs: the inputs, the output and its logsumexp, on the inner backend.
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@ use burn::backend::autodiff::{
 use burn::tensor::ops::FloatTensor;
 
 use super::ops::GegluOps;
-use crate::cube::gradients::{record_fused, register_fused};
+use crate::autodiff_node::{record_fused, register_fused};
 
 #[derive(Debug)]
 struct GegluBackward;

@@ -20,7 +20,7 @@ use super::kernel::{
     group_norm_stats_kernel, REDUCE_UNITS,
 };
 use super::GroupNormParams;
-use crate::cube::gradients::NormGrads;
+use crate::autodiff_node::NormGrads;
 use crate::cube::host::{
     channels_last_order, elementwise, empty_in_order, empty_on, is_channels_last,
 };

@@ -6,8 +6,8 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElemen
 use burn_fusion::{Fusion, FusionBackend};
 
 use super::{launch, GroupNormParams};
+use crate::autodiff_node::NormGrads;
 use crate::cube::fusion_op::register_custom;
-use crate::cube::gradients::NormGrads;
 
 /// A backend that runs the group-norm kernels on its float tensors.
 pub(crate) trait GroupNormOps: Backend {

@@ -12,7 +12,7 @@ use burn::backend::autodiff::{
 use burn::tensor::{backend::Backend, ops::FloatTensor};
 
 use super::{ops::LayerNormOps, LayerNormParams};
-use crate::cube::gradients::{by_input, record_fused, register_fused};
+use crate::autodiff_node::{by_input, record_fused, register_fused};
 
 /// What the backward needs: the input, the scale and the statistics, on the inner backend.
 #[derive(Clone, Debug)]

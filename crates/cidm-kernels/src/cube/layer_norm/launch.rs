@@ -8,7 +8,7 @@ use super::kernel::{
     layer_norm_forward_kernel, layer_norm_input_grad_kernel, layer_norm_param_partials_kernel,
 };
 use super::LayerNormParams;
-use crate::cube::gradients::NormGrads;
+use crate::autodiff_node::NormGrads;
 use crate::cube::host::{empty_on, sum_splits};
 
 /// Units (columns) per cube of the weights' partial sums.

@@ -6,8 +6,8 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElemen
 use burn_fusion::{Fusion, FusionBackend};
 
 use super::{launch, LayerNormParams};
+use crate::autodiff_node::NormGrads;
 use crate::cube::fusion_op::register_custom;
-use crate::cube::gradients::NormGrads;
 
 /// A backend that runs the layer-norm kernels on its float tensors.
 pub(crate) trait LayerNormOps: Backend {
