@@ -34,7 +34,7 @@ use crate::{Unfused, UnfusedReason};
 
 /// Most scores (query rows times keys, over all batches and heads) the backward forms at once:
 /// 16 MiB in f32, against 512 MiB for a whole SD 1.5 self-attention at 64x64.
-pub(crate) const SCORE_BUDGET: usize = 1 << 22;
+const SCORE_BUDGET: usize = 1 << 22;
 
 /// The attention on `Autodiff<Flex>` as one node (f32 only, the CPU's dtype here); any other
 /// backend or dtype is handed back (`Backend`, `DType`) for the caller's plain path. Shapes
@@ -159,7 +159,7 @@ fn forward(
 /// subtracting the broadcast `D` from the block took Flex's strided path for broadcasts, 7%
 /// of an SD 1.5 training step. The scale is applied to Q (and to dQ) once, not to every
 /// block of scores.
-pub(crate) fn backward(
+fn backward(
     q: Tensor<Flex, 4>,
     k: Tensor<Flex, 4>,
     v: Tensor<Flex, 4>,
