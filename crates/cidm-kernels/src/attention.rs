@@ -97,6 +97,7 @@ fn unsupported<B: Backend>(
 
 /// The fused kernel where the backend has one, else (with the `flex` feature) the CPU
 /// training node of `flex_attention`, else the inputs back.
+#[cfg_attr(not(any(feature = "cube", feature = "flex")), allow(unused_variables))]
 fn run<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,

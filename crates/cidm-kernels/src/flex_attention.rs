@@ -37,53 +37,35 @@ use crate::{Unfused, UnfusedReason};
 const SCORE_BUDGET: usize = 1 << 22;
 
 /// The attention on `Autodiff<Flex>` as one node (f32 only, the CPU's dtype here); any other
-/// backend or dtype is handed back (`Backend`, `DType`) for the caller's plain path. Shapes
-/// and options are checked by the caller.
+/// backend or dtype is handed back (`Backend`, `DType`) for the caller's plain path. Shapes,
+/// options and equal dtypes are checked by the caller.
 pub(crate) fn run<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     scale: f32,
 ) -> Result<Tensor<B, 4>, Unfused<B>> {
-    let dtypes = (q.dtype(), k.dtype(), v.dtype());
-    if dtypes != (DType::F32, DType::F32, DType::F32) {
-        return Err(Unfused {
-            q,
-            k,
-            v,
-            reason: UnfusedReason::DType {
-                q: dtypes.0,
-                k: dtypes.1,
-                v: dtypes.2,
-            },
-        });
-    }
-    let primitives = [&q, &k, &v].map(on_autodiff_flex);
-    let [Some(qa), Some(ka), Some(va)] = primitives else {
-        return Err(Unfused {
-            q,
-            k,
-            v,
-            reason: UnfusedReason::Backend,
-        });
-    };
-    let out = forward(
-        RecomputingBackward {
-            budget: SCORE_BUDGET,
+    let dtype = q.dtype();
+    let reason = match [&q, &k, &v].map(on_autodiff_flex) {
+        _ if dtype != DType::F32 => UnfusedReason::DType {
+            q: dtype,
+            k: dtype,
+            v: dtype,
         },
-        [qa, ka, va],
-        scale,
-    );
-    let out: Box<dyn Any> = Box::new(out);
-    match out.downcast::<FloatTensor<B>>() {
-        Ok(out) => Ok(Tensor::from_primitive(TensorPrimitive::Float(*out))),
-        Err(_) => Err(Unfused {
-            q,
-            k,
-            v,
-            reason: UnfusedReason::Backend,
-        }),
-    }
+        [Some(qa), Some(ka), Some(va)] => {
+            let node = RecomputingBackward {
+                budget: SCORE_BUDGET,
+            };
+            let out: Box<dyn Any> = Box::new(forward(node, [qa, ka, va], scale));
+            // `B` is `Autodiff<Flex>` here, so the cast back always succeeds.
+            match out.downcast::<FloatTensor<B>>() {
+                Ok(out) => return Ok(Tensor::from_primitive(TensorPrimitive::Float(*out))),
+                Err(_) => UnfusedReason::Backend,
+            }
+        }
+        _ => UnfusedReason::Backend,
+    };
+    Err(Unfused { q, k, v, reason })
 }
 
 /// What the backward needs: the inputs and the output, on Flex.

@@ -206,19 +206,26 @@ fn optimizer_state_restores_into_a_rebuilt_trainer() {
     assert!(resumed.load_optimizer_state(&wrong).is_err());
 }
 
-/// A NaN in the batch is a typed error and updates nothing.
-#[test]
-fn a_non_finite_loss_is_an_error_and_changes_nothing() {
+/// A fresh trainer on the fixture, its initial adapter, and a batch whose target is scaled by
+/// `target_scale`.
+fn fresh_trainer(target_scale: f32) -> (LoraTrainer<AB>, LoraAdapter<AB>, DenoisingBatch<AB>) {
     let device = Default::default();
     let unet = fixture_unet();
     let adapter = LoraAdapter::init(&LoraConfig::new(2, 2.0), &unet, &device).unwrap();
-    let mut trainer = LoraTrainer::new(unet, &adapter, LoraTrainingConfig::default()).unwrap();
+    let trainer = LoraTrainer::new(unet, &adapter, LoraTrainingConfig::default()).unwrap();
     let batch = DenoisingBatch {
         noisy_latents: tensor(1, [1, 4, 8, 8], 1.0),
         timesteps: Tensor::from_floats([10.0], &device),
         conditioning: Conditioning::shared(tensor(3, [1, 5, 24], 1.0)),
-        target: tensor(2, [1, 4, 8, 8], 1.0).mul_scalar(f32::NAN),
+        target: tensor(2, [1, 4, 8, 8], 1.0).mul_scalar(target_scale),
     };
+    (trainer, adapter, batch)
+}
+
+/// A NaN in the batch is a typed error and updates nothing.
+#[test]
+fn a_non_finite_loss_is_an_error_and_changes_nothing() {
+    let (mut trainer, adapter, batch) = fresh_trainer(f32::NAN);
     let error = trainer.step(&batch).unwrap_err();
     assert!(
         matches!(error, cidm_lora::LoraError::NonFiniteLoss { .. }),
@@ -233,16 +240,7 @@ fn a_non_finite_loss_is_an_error_and_changes_nothing() {
 /// up factors (all 0), and its gradient `0.5 / sqrt(0) * 2 up` is `inf * 0 = NaN`.
 #[test]
 fn a_non_finite_gradient_is_an_error_and_changes_nothing() {
-    let device = Default::default();
-    let unet = fixture_unet();
-    let adapter = LoraAdapter::init(&LoraConfig::new(2, 2.0), &unet, &device).unwrap();
-    let mut trainer = LoraTrainer::new(unet, &adapter, LoraTrainingConfig::default()).unwrap();
-    let batch = DenoisingBatch {
-        noisy_latents: tensor(1, [1, 4, 8, 8], 1.0),
-        timesteps: Tensor::from_floats([10.0], &device),
-        conditioning: Conditioning::shared(tensor(3, [1, 5, 24], 1.0)),
-        target: tensor(2, [1, 4, 8, 8], 1.0),
-    };
+    let (mut trainer, adapter, batch) = fresh_trainer(1.0);
     let error = trainer
         .step_with(&batch, |unet| {
             let (_, bank) = attached_banks(unet).into_iter().next().unwrap();
