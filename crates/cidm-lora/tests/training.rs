@@ -261,3 +261,54 @@ fn a_non_finite_gradient_is_an_error_and_changes_nothing() {
     assert!(trainer.optimizer_state().is_empty());
     assert_eq!(factors(&trainer.adapter().unwrap()), factors(&adapter));
 }
+
+/// `0.5 * sum(down^2)` of the first attached bank: a term with a known value and gradient.
+fn half_squared_first_down(unet: &UNet2DConditionModel<AB>) -> Tensor<AB, 1> {
+    let (_, bank) = attached_banks(unet).into_iter().next().unwrap();
+    bank.down.val().powi_scalar(2).sum().mul_scalar(0.5)
+}
+
+/// The report holds the step's own numbers, read back in one piece: the denoising loss, the
+/// extra term's value, and the global L2 norm of the factors' gradients of their sum, each
+/// computed again here with burn's autodiff on the model as it was before the step.
+#[test]
+fn the_report_holds_the_loss_terms_and_the_gradient_norm() {
+    let (mut trainer, _, batch) = fresh_trainer(1.0);
+    let unet = trainer.unet().clone();
+    let prediction = unet
+        .forward(
+            batch.noisy_latents.clone(),
+            batch.timesteps.clone(),
+            &batch.conditioning,
+        )
+        .unwrap();
+    let denoise = (prediction - batch.target.clone()).powi_scalar(2).mean();
+    let term = half_squared_first_down(&unet);
+    let grads = (denoise.clone() + term.clone()).backward();
+    let squared_norm: f32 = attached_banks(&unet)
+        .iter()
+        .flat_map(|(_, bank)| [bank.down.val(), bank.up.val()])
+        .filter_map(|factor| factor.grad(&grads))
+        .map(|g| g.powi_scalar(2).sum().into_scalar())
+        .sum();
+    let expected = [
+        denoise.into_scalar(),
+        term.into_scalar(),
+        squared_norm.sqrt(),
+    ];
+
+    let (report, _) = trainer
+        .step_with(&batch, |unet| Ok(Some(half_squared_first_down(unet))))
+        .unwrap();
+    let got = [report.loss, report.regularizer, report.grad_norm];
+    for (name, (got, want)) in ["loss", "regularizer", "grad_norm"]
+        .iter()
+        .zip(got.into_iter().zip(expected))
+    {
+        assert!(want > 0.0, "{name}: {want}");
+        assert!(
+            (got - want).abs() <= 1e-4 * want,
+            "{name}: {got} against {want}"
+        );
+    }
+}

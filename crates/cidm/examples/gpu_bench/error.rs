@@ -70,11 +70,11 @@ pub enum BenchError {
 /// The benchmark's result type.
 pub type Result<T> = std::result::Result<T, BenchError>;
 
-/// Runs `work`, turning a panic into [`BenchError::Panicked`] (`cidm::backend_panic`), so that one workload that
-/// fails that way on a GPU (the first run of a kernel on a new device is where compilation
-/// and launch errors show) becomes an error record and the workloads after it still run
-/// (the panic hook still prints the panic and its location to stderr); and a workload during
-/// which CubeCL logged a failed device task (`failed_tasks.rs`) into
+/// Runs `work`, turning a panic into [`BenchError::Panicked`] (`cidm::backend_panic`), so
+/// that one workload that fails that way on a GPU (the first run of a kernel on a new device
+/// is where compilation and launch errors show) becomes an error record and the workloads
+/// after it still run (the panic hook still prints the panic and its location to stderr);
+/// and a workload during which CubeCL logged a failed device task (`failed_tasks.rs`) into
 /// [`BenchError::FailedTasks`]. Every workload ends with a device sync, so its tasks have
 /// run, and logged, before it returns.
 pub fn guarded<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
