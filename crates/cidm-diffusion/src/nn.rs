@@ -183,10 +183,11 @@ impl<B: Backend> GroupNorm<B> {
         self.forward_activated(x, true)
     }
 
-    /// The norm, then SiLU when `silu`. On the GPU backends (features `wgpu`/`cuda`) the
-    /// fused group-norm kernels of `cidm-kernels` run first (statistics in f32 as here, a
-    /// fused backward under autodiff); wherever they do not apply (CPU backends, weights of
-    /// another dtype than x, `CIDM_FUSED_GROUP_NORM=0`) the plain ops below run.
+    /// The norm, then SiLU when `silu`. The fused group norm of `cidm-kernels` runs first:
+    /// its CubeCL kernels on the GPU backends (features `wgpu`/`cuda`), its loops on Flex
+    /// (feature `flex`, f32), statistics in f32 or better as here, a fused backward under
+    /// autodiff; wherever it does not apply (NdArray, f16 on Flex, weights of another dtype
+    /// than x, `CIDM_FUSED_GROUP_NORM=0`) the plain ops below run.
     fn forward_activated<const D: usize>(&self, x: Tensor<B, D>, silu: bool) -> Tensor<B, D> {
         let (gamma, beta) = (self.gamma.val(), self.beta.val());
         let options = cidm_kernels::GroupNormOptions {
@@ -240,10 +241,11 @@ impl<B: Backend> LayerNorm<B> {
     /// The statistics are computed in f32 under f16/bf16 (a width-1280 row of activations in
     /// the hundreds overflows an f16 sum of squares); the output has the input's dtype.
     ///
-    /// On the GPU backends (features `wgpu`/`cuda`) the fused layer-norm kernel of
-    /// `cidm-kernels` runs first (one pass per row, statistics in f32 as here, a fused
-    /// backward under autodiff); wherever it does not apply (CPU backends, weights of another
-    /// dtype than x, `CIDM_FUSED_LAYER_NORM=0`) the plain ops below run.
+    /// The fused layer norm of `cidm-kernels` runs first: its CubeCL kernel on the GPU
+    /// backends (features `wgpu`/`cuda`), its loops on Flex (feature `flex`, f32), one pass
+    /// per row, statistics in f32 or better as here, a fused backward under autodiff;
+    /// wherever it does not apply (NdArray, f16 on Flex, weights of another dtype than x,
+    /// `CIDM_FUSED_LAYER_NORM=0`) the plain ops below run.
     ///
     /// # Shapes
     /// - x: `[batch, tokens, dim]` -> `[batch, tokens, dim]`
@@ -263,11 +265,12 @@ impl<B: Backend> LayerNorm<B> {
 
 /// GEGLU, the activation of diffusers' `FeedForward` (its `GEGLU` after the projection):
 /// `hidden * gelu(gate)` from the two halves `[hidden, gate]` of x's last dimension, with the
-/// exact (erf) GELU. On the GPU backends (features `wgpu`/`cuda`) the fused kernel of
-/// `cidm-kernels` runs first: one pass each way, and in training GELU's exact derivative
-/// (burn's CubeCL backends differentiate the exact GELU with the tanh approximation's
-/// derivative; Flex and NdArray, where the plain ops below run, are exact). Wherever the
-/// kernel does not apply (CPU backends, `CIDM_FUSED_GEGLU=0`) the plain ops run.
+/// exact (erf) GELU. The fused GEGLU of `cidm-kernels` runs first: its CubeCL kernel on the
+/// GPU backends (features `wgpu`/`cuda`), its loops on Flex (feature `flex`, f32), one pass
+/// each way, and in training GELU's exact derivative (burn's CubeCL backends differentiate
+/// the exact GELU with the tanh approximation's derivative; Flex and NdArray are exact).
+/// Wherever it does not apply (NdArray, f16 on Flex, `CIDM_FUSED_GEGLU=0`) the plain ops
+/// run.
 ///
 /// # Shapes
 /// - x: `[..., 2 n]` -> `[..., n]`
@@ -299,11 +302,11 @@ pub fn geglu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>
 ///
 /// On the GPU backends (features `wgpu`/`cuda`) the fused flash-attention kernel of
 /// `cidm-kernels` runs first: the same f32 scores and softmax without materialising them,
-/// and a fused backward under autodiff. Training on the CPU (`Autodiff<Flex>`, feature
-/// `flex`) takes its node with a recomputing backward, which keeps no score matrix either.
-/// Wherever neither applies (inference on the CPU, where Flex's attention already is a flash
-/// attention; causal masks; `CIDM_FUSED_ATTENTION=0`) the inputs come back and burn's
-/// attention runs.
+/// and a fused backward under autodiff. On Flex (feature `flex`, f32) its CPU attention runs,
+/// parallel over heads and blocks of query rows (Flex's own runs on one thread), and under
+/// autodiff as a node with a recomputing backward, which keeps no score matrix either.
+/// Wherever neither applies (NdArray, f16 on Flex, causal masks, `CIDM_FUSED_ATTENTION=0`)
+/// the inputs come back and burn's attention runs.
 ///
 /// # Shapes
 /// - q: `[batch, heads, tokens, head_dim]`, k and v: `[batch, heads, context, head_dim]`

@@ -14,7 +14,7 @@ const MAX_BATCH_HEADS: usize = 65_535;
 
 /// `softmax(q k^T * scale) v` through the fused flash-attention kernel when the backend is a
 /// burn-cubecl one this build has kernels for (wgpu or CUDA, plain, under fusion and under
-/// `Autodiff`), or, with the `flex` feature, as the CPU training node of `flex_attention.rs`
+/// `Autodiff`), or, with the `flex` feature, as the CPU training node of `flex/attention.rs`
 /// on `Autodiff<Flex>` in f32; else `Err(Unfused)` with the untouched inputs for the
 /// caller's plain path.
 ///
@@ -96,7 +96,7 @@ fn unsupported<B: Backend>(
 }
 
 /// The fused kernel where the backend has one, else (with the `flex` feature) the CPU
-/// training node of `flex_attention`, else the inputs back.
+/// training node of `flex::attention`, else the inputs back.
 #[cfg_attr(not(any(feature = "cube", feature = "flex")), allow(unused_variables))]
 fn run<B: Backend>(
     q: Tensor<B, 4>,
@@ -116,7 +116,7 @@ fn run<B: Backend>(
     #[cfg(feature = "flex")]
     let result = match result {
         Err(unfused) if unfused.reason == UnfusedReason::Backend => {
-            crate::flex_attention::run(unfused.q, unfused.k, unfused.v, scale)
+            crate::flex::attention(unfused.q, unfused.k, unfused.v, scale)
         }
         result => result,
     };

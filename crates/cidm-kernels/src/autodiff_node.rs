@@ -13,11 +13,9 @@ use burn::tensor::{backend::Backend, ops::FloatTensor};
 /// A norm's backward: x's gradient and, where they were asked for, the scale's and the
 /// shift's. Frozen norms (every norm of a LoRA-trained UNet) ask for none, and their kernels
 /// are skipped, as PyTorch's norm backward skips them by its output mask.
-#[cfg(feature = "cube")]
 pub(crate) type NormGrads<T> = (T, Option<[T; 2]>);
 
 /// A norm's gradients in its inputs' order `[x, scale, shift]`, for [`register_fused`].
-#[cfg(feature = "cube")]
 pub(crate) fn by_input<T>((x, affine): NormGrads<T>) -> [Option<T>; 3] {
     let [gamma, beta] = affine.map_or([None, None], |grads| grads.map(Some));
     [Some(x), gamma, beta]

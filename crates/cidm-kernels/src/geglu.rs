@@ -13,8 +13,8 @@ pub enum GegluUnfused {
         crate::GEGLU_SWITCH_VAR
     )]
     Disabled,
-    /// Not a burn-cubecl backend this build has kernels for (a CPU backend, or a build
-    /// without the `wgpu`/`cuda` features).
+    /// A backend this build has no kernels for: NdArray, Flex without the `flex` feature, a
+    /// GPU backend without the `wgpu`/`cuda` features.
     #[error("the backend has no fused GEGLU kernels in this build")]
     Backend,
     /// Shapes the kernels do not take: an empty tensor, a last dimension that is odd (it
@@ -32,7 +32,8 @@ pub enum GegluUnfused {
         /// Dtype of the input.
         dtype: DType,
     },
-    /// The device cannot run the kernels for this dtype (no f16/bf16 shader support).
+    /// The device cannot run the kernels for this dtype: a GPU without f16/bf16 shader
+    /// support, or Flex in f16/bf16 (its loops are f32).
     #[error("the device cannot run the fused GEGLU on {dtype:?}")]
     Device {
         /// Dtype of the input.
@@ -45,8 +46,9 @@ pub enum GegluUnfused {
 /// `gelu` is the exact (erf) GELU, in one kernel when the backend is a burn-cubecl one this
 /// build has kernels for (wgpu or CUDA, plain, under fusion and under `Autodiff`, where a
 /// fused backward of one kernel becomes the node's gradient and writes x's gradient directly,
-/// both halves); else `Err` with the reason, and the caller runs its plain ops on x, which it
-/// still holds.
+/// both halves), or, with the `flex` feature, in one loop each way on Flex (f32, with and
+/// without `Autodiff`); else `Err` with the reason, and the caller runs its plain ops on x,
+/// which it still holds.
 ///
 /// The arithmetic is f32 whatever the dtype; the output has x's dtype. The backward uses
 /// GELU's exact derivative, `Phi(g) + g * phi(g)`, as PyTorch does (burn's CubeCL backends
@@ -90,43 +92,53 @@ fn unsupported<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<GegluUnfu
     None
 }
 
-/// The kernels on x viewed as `[rows, 2 * n]`.
-#[cfg(feature = "cube")]
+/// The kernels on x viewed as `[rows, 2 * n]`: the CubeCL kernels; where the backend is not
+/// theirs, with the `flex` feature, the loops of `flex::geglu`.
+#[cfg(any(feature = "cube", feature = "flex"))]
 fn run<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Result<Tensor<B, D>, GegluUnfused> {
     let mut dims = x.dims();
     let width = dims[D - 1];
     let flat = x.clone().reshape([x.shape().num_elements() / width, width]);
     dims[D - 1] = width / 2;
-    crate::cube::fused_geglu(flat).map(|out| out.reshape(dims))
+    #[cfg(feature = "cube")]
+    let result = crate::cube::fused_geglu(flat.clone());
+    #[cfg(not(feature = "cube"))]
+    let result = Err(GegluUnfused::Backend);
+    #[cfg(feature = "flex")]
+    let result = match result {
+        Err(GegluUnfused::Backend) => crate::flex::fused_geglu(flat),
+        result => result,
+    };
+    result.map(|out| out.reshape(dims))
 }
 
-/// Without the GPU features there are no kernels: declined before any tensor work, since
-/// every feed-forward of a CPU model comes here first.
-#[cfg(not(feature = "cube"))]
+/// Without kernels for any backend: declined before any tensor work, since every
+/// feed-forward of a model comes here first.
+#[cfg(not(any(feature = "cube", feature = "flex")))]
 fn run<B: Backend, const D: usize>(_x: &Tensor<B, D>) -> Result<Tensor<B, D>, GegluUnfused> {
     Err(GegluUnfused::Backend)
 }
 
 #[cfg(test)]
 mod tests {
-    use burn::backend::Flex;
+    use burn::backend::NdArray;
     use burn::tensor::{DType, Tensor};
 
     use super::{fused_geglu, GegluUnfused};
 
-    /// On a CPU backend the input is rejected, and the first reason found is reported: an
-    /// odd width and an empty tensor before the backend is looked at.
+    /// On a backend without kernels (NdArray) the input is rejected, and the first reason
+    /// found is reported: an odd width and an empty tensor before the backend is looked at.
     #[test]
     fn reasons_on_the_cpu() {
         let device = Default::default();
-        let x = Tensor::<Flex, 3>::zeros([2, 3, 8], &device);
+        let x = Tensor::<NdArray, 3>::zeros([2, 3, 8], &device);
         assert_eq!(fused_geglu(&x).unwrap_err(), GegluUnfused::Backend);
-        let odd = Tensor::<Flex, 3>::zeros([2, 3, 7], &device);
+        let odd = Tensor::<NdArray, 3>::zeros([2, 3, 7], &device);
         assert_eq!(
             fused_geglu(&odd).unwrap_err(),
             GegluUnfused::Shape { rows: 6, width: 7 }
         );
-        let empty = Tensor::<Flex, 2>::zeros([0, 8], &device);
+        let empty = Tensor::<NdArray, 2>::zeros([0, 8], &device);
         assert_eq!(
             fused_geglu(&empty).unwrap_err(),
             GegluUnfused::Shape { rows: 0, width: 8 }

@@ -26,8 +26,8 @@ pub enum GroupNormUnfused {
         crate::GROUP_NORM_SWITCH_VAR
     )]
     Disabled,
-    /// Not a burn-cubecl backend this build has kernels for (a CPU backend, or a build
-    /// without the `wgpu`/`cuda` features).
+    /// A backend this build has no kernels for: NdArray, Flex without the `flex` feature, a
+    /// GPU backend without the `wgpu`/`cuda` features.
     #[error("the backend has no fused group-norm kernels in this build")]
     Backend,
     /// Shapes the kernels do not take: a tensor of rank below 2 (reported as one channel),
@@ -70,7 +70,8 @@ pub enum GroupNormUnfused {
         /// Dtype of the shift.
         beta: DType,
     },
-    /// The device cannot run the kernels for this dtype (no f16/bf16 shader support).
+    /// The device cannot run the kernels for this dtype: a GPU without f16/bf16 shader
+    /// support, or Flex in f16/bf16 (its loops are f32).
     #[error("the device cannot run the fused group norm on {dtype:?}")]
     Device {
         /// Dtype of the inputs.
@@ -82,8 +83,10 @@ pub enum GroupNormUnfused {
 /// SiLU after it when `options.silu`, through two fused kernels (per-group statistics, then
 /// one pass that normalises, scales, shifts and activates) when the backend is a burn-cubecl
 /// one this build has kernels for (wgpu or CUDA, plain, under fusion and under `Autodiff`,
-/// where a fused backward becomes the node's gradient); else `Err` with the reason, and the
-/// caller runs its plain norm on the inputs, which it still holds.
+/// where a fused backward becomes the node's gradient), or, with the `flex` feature, as the
+/// same two passes over each (sample, group) block on Flex (f32, with and without
+/// `Autodiff`; statistics summed in f64, the output NCHW-contiguous); else `Err` with the
+/// reason, and the caller runs its plain norm on the inputs, which it still holds.
 ///
 /// Statistics (mean, biased variance) and the affine step are f32 whatever the input dtype,
 /// as the plain norm of `cidm-diffusion` computes them under f16/bf16; the output has x's
@@ -115,7 +118,7 @@ pub fn fused_group_norm<B: Backend, const D: usize>(
 }
 
 /// `[batch, channels, spatial]` of x's dimensions; a rank-1 tensor counts as one channel.
-fn layout(dims: &[usize]) -> [usize; 3] {
+pub(crate) fn layout(dims: &[usize]) -> [usize; 3] {
     let batch = dims.first().copied().unwrap_or(1);
     let channels = dims.get(1).copied().unwrap_or(1);
     let spatial = dims.iter().skip(2).product();
@@ -167,33 +170,31 @@ fn unsupported<B: Backend, const D: usize>(
     None
 }
 
-/// The kernels on x in its own rank: folding the spatial axes with a reshape would copy a
-/// channels-last x, which the kernels read as it is.
-#[cfg(feature = "cube")]
+/// The CubeCL kernels on x in its own rank (folding the spatial axes with a reshape would
+/// copy a channels-last x, which they read as it is); where the backend is not theirs, with
+/// the `flex` feature, the loops of `flex::group_norm`; else `Backend`.
+#[cfg_attr(not(any(feature = "cube", feature = "flex")), allow(unused_variables))]
 fn run<B: Backend, const D: usize>(
     x: &Tensor<B, D>,
     gamma: &Tensor<B, 1>,
     beta: &Tensor<B, 1>,
     options: GroupNormOptions,
 ) -> Result<Tensor<B, D>, GroupNormUnfused> {
-    crate::cube::fused_group_norm(x.clone(), gamma.clone(), beta.clone(), options)
-}
-
-/// Without the GPU features there are no kernels: declined before any tensor work, since
-/// every norm of a CPU model comes here first.
-#[cfg(not(feature = "cube"))]
-fn run<B: Backend, const D: usize>(
-    _x: &Tensor<B, D>,
-    _gamma: &Tensor<B, 1>,
-    _beta: &Tensor<B, 1>,
-    _options: GroupNormOptions,
-) -> Result<Tensor<B, D>, GroupNormUnfused> {
-    Err(GroupNormUnfused::Backend)
+    #[cfg(feature = "cube")]
+    let result = crate::cube::fused_group_norm(x.clone(), gamma.clone(), beta.clone(), options);
+    #[cfg(not(feature = "cube"))]
+    let result = Err(GroupNormUnfused::Backend);
+    #[cfg(feature = "flex")]
+    let result = match result {
+        Err(GroupNormUnfused::Backend) => crate::flex::fused_group_norm(x, gamma, beta, options),
+        result => result,
+    };
+    result
 }
 
 #[cfg(test)]
 mod tests {
-    use burn::backend::Flex;
+    use burn::backend::NdArray;
     use burn::tensor::Tensor;
 
     use super::{fused_group_norm, layout, GroupNormOptions, GroupNormUnfused};
@@ -206,13 +207,14 @@ mod tests {
         assert_eq!(layout(&[2, 4, 3, 5, 7]), [2, 4, 105]);
     }
 
-    /// On a CPU backend the inputs are rejected, and the first reason found is reported:
-    /// groups that do not divide the channels before the backend is even looked at.
+    /// On a backend without kernels (NdArray) the inputs are rejected, and the first reason
+    /// found is reported: groups that do not divide the channels before the backend is even
+    /// looked at.
     #[test]
     fn reasons_on_the_cpu() {
         let device = Default::default();
-        let x = Tensor::<Flex, 4>::zeros([2, 6, 3, 3], &device);
-        let weights = Tensor::<Flex, 1>::ones([6], &device);
+        let x = Tensor::<NdArray, 4>::zeros([2, 6, 3, 3], &device);
+        let weights = Tensor::<NdArray, 1>::ones([6], &device);
         let options = |groups| GroupNormOptions {
             groups,
             epsilon: 1e-5,

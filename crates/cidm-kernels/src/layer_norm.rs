@@ -14,8 +14,8 @@ pub enum LayerNormUnfused {
         crate::LAYER_NORM_SWITCH_VAR
     )]
     Disabled,
-    /// Not a burn-cubecl backend this build has kernels for (a CPU backend, or a build
-    /// without the `wgpu`/`cuda` features).
+    /// A backend this build has no kernels for: NdArray, Flex without the `flex` feature, a
+    /// GPU backend without the `wgpu`/`cuda` features.
     #[error("the backend has no fused layer-norm kernels in this build")]
     Backend,
     /// Shapes the kernels do not take: an empty tensor, weights unlike `[dim]`, rows longer
@@ -52,7 +52,8 @@ pub enum LayerNormUnfused {
         /// Dtype of the shift.
         beta: DType,
     },
-    /// The device cannot run the kernels for this dtype (no f16/bf16 shader support).
+    /// The device cannot run the kernels for this dtype: a GPU without f16/bf16 shader
+    /// support, or Flex in f16/bf16 (its loops are f32).
     #[error("the device cannot run the fused layer norm on {dtype:?}")]
     Device {
         /// Dtype of the inputs.
@@ -64,8 +65,10 @@ pub enum LayerNormUnfused {
 /// `beta`, in one kernel per call (each row's mean, variance, and the normalised, scaled and
 /// shifted values), when the backend is a burn-cubecl one this build has kernels for (wgpu or
 /// CUDA, plain, under fusion and under `Autodiff`, where a fused backward of three kernels,
-/// one when the weights are frozen, becomes the node's gradient); else `Err` with the reason, and the caller runs its plain
-/// norm on the inputs, which it still holds.
+/// one when the weights are frozen, becomes the node's gradient), or, with the `flex`
+/// feature, as the same passes over each row on Flex (f32, with and without `Autodiff`;
+/// statistics summed in f64); else `Err` with the reason, and the caller runs its plain norm
+/// on the inputs, which it still holds.
 ///
 /// Statistics (mean, then the biased variance of the centred values) and the affine step are
 /// f32 whatever the input dtype, as the plain norm of `cidm-diffusion` computes them under
@@ -138,8 +141,9 @@ fn unsupported<B: Backend, const D: usize>(
     None
 }
 
-/// The kernels on x viewed as `[rows, dim]`.
-#[cfg(feature = "cube")]
+/// The kernels on x viewed as `[rows, dim]`: the CubeCL kernels; where the backend is not
+/// theirs, with the `flex` feature, the loops of `flex::layer_norm`.
+#[cfg(any(feature = "cube", feature = "flex"))]
 fn run<B: Backend, const D: usize>(
     x: &Tensor<B, D>,
     gamma: &Tensor<B, 1>,
@@ -148,13 +152,23 @@ fn run<B: Backend, const D: usize>(
 ) -> Result<Tensor<B, D>, LayerNormUnfused> {
     let dims = x.dims();
     let flat = x.clone().reshape(layout(&dims));
-    crate::cube::fused_layer_norm(flat, gamma.clone(), beta.clone(), epsilon)
-        .map(|out| out.reshape(dims))
+    #[cfg(feature = "cube")]
+    let result = crate::cube::fused_layer_norm(flat.clone(), gamma.clone(), beta.clone(), epsilon);
+    #[cfg(not(feature = "cube"))]
+    let result = Err(LayerNormUnfused::Backend);
+    #[cfg(feature = "flex")]
+    let result = match result {
+        Err(LayerNormUnfused::Backend) => {
+            crate::flex::fused_layer_norm(flat, gamma.clone(), beta.clone(), epsilon)
+        }
+        result => result,
+    };
+    result.map(|out| out.reshape(dims))
 }
 
-/// Without the GPU features there are no kernels: declined before any tensor work, since
-/// every norm of a CPU model comes here first.
-#[cfg(not(feature = "cube"))]
+/// Without kernels for any backend: declined before any tensor work, since every norm of a
+/// model comes here first.
+#[cfg(not(any(feature = "cube", feature = "flex")))]
 fn run<B: Backend, const D: usize>(
     _x: &Tensor<B, D>,
     _gamma: &Tensor<B, 1>,
@@ -166,7 +180,7 @@ fn run<B: Backend, const D: usize>(
 
 #[cfg(test)]
 mod tests {
-    use burn::backend::Flex;
+    use burn::backend::NdArray;
     use burn::tensor::Tensor;
 
     use super::{fused_layer_norm, layout, LayerNormUnfused};
@@ -180,18 +194,19 @@ mod tests {
         assert_eq!(layout(&[2, 3, 0, 7]), [0, 7]);
     }
 
-    /// On a CPU backend the inputs are rejected, and the first reason found is reported:
-    /// weights of the wrong length and a bad epsilon before the backend is looked at.
+    /// On a backend without kernels (NdArray) the inputs are rejected, and the first reason
+    /// found is reported: weights of the wrong length and a bad epsilon before the backend is
+    /// looked at.
     #[test]
     fn reasons_on_the_cpu() {
         let device = Default::default();
-        let x = Tensor::<Flex, 3>::zeros([2, 3, 6], &device);
-        let weights = Tensor::<Flex, 1>::ones([6], &device);
+        let x = Tensor::<NdArray, 3>::zeros([2, 3, 6], &device);
+        let weights = Tensor::<NdArray, 1>::ones([6], &device);
         assert_eq!(
             fused_layer_norm(&x, &weights, &weights, 1e-5).unwrap_err(),
             LayerNormUnfused::Backend
         );
-        let short = Tensor::<Flex, 1>::ones([5], &device);
+        let short = Tensor::<NdArray, 1>::ones([5], &device);
         assert_eq!(
             fused_layer_norm(&x, &short, &weights, 1e-5).unwrap_err(),
             LayerNormUnfused::Shape {

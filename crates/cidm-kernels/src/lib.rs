@@ -1,4 +1,5 @@
-//! Fused GPU kernels for cidm, written with CubeCL.
+//! Fused kernels for cidm: written with CubeCL for the GPU backends, as loops over slices
+//! for the CPU backend Flex.
 //!
 //! [`fused_attention`] is a flash attention: `softmax(Q K^T * scale) V` with an online
 //! softmax and f32 accumulation, never forming the score matrix, plus its backward
@@ -30,17 +31,22 @@
 //! the two halves of its input, one kernel each way; its backward uses GELU's exact
 //! derivative and writes both halves of the input's gradient at once ([`GegluUnfused`]).
 //!
-//! With the `flex` feature, [`fused_attention`] also takes f32 attention for training on the
-//! CPU backend (`Autodiff<Flex>`): Flex's own attention forward as one graph node whose
-//! backward recomputes the probabilities a block of query rows at a time, so that training
-//! keeps no `[queries, keys]` matrix (burn's composed attention keeps two per call).
+//! With the `flex` feature, every entry point also runs on the CPU backend Flex in f32, with
+//! and without `Autodiff`, as loops over slices parallel over independent blocks (rayon):
+//! the attention as products of blocks of query rows (Flex's own attention runs on one
+//! thread), its training node's backward recomputing the probabilities a block at a time so
+//! that training keeps no `[queries, keys]` matrix (burn's composed attention keeps two per
+//! call); the norms and GEGLU in two passes at most, where burn's composed ops take Flex's
+//! element-by-element path for every broadcast or strided operand. The loops and the CubeCL
+//! kernels implement the same operations (`fused_ops`), so one autodiff node per operation
+//! serves both.
 //!
 //! [`on_cube_backend`] says whether a tensor is on a backend the kernels run on, for layout
 //! choices that follow burn-cubecl's kernels (convolution weights).
 //!
-//! The features `wgpu` and `cuda` compile the kernels for those runtimes; without either,
-//! the crate has no CubeCL dependency and every entry point always declines (except the
-//! attention under `Autodiff<Flex>` with `flex`). Setting
+//! The features `wgpu` and `cuda` compile the kernels for those runtimes; without them the
+//! crate has no CubeCL dependency, and without `flex` either every entry point always
+//! declines. Setting
 //! `CIDM_FUSED_ATTENTION=0` ([`SWITCH_VAR`]), `CIDM_FUSED_GROUP_NORM=0`
 //! ([`GROUP_NORM_SWITCH_VAR`]), `CIDM_FUSED_LAYER_NORM=0` ([`LAYER_NORM_SWITCH_VAR`]) or
 //! `CIDM_FUSED_GEGLU=0` ([`GEGLU_SWITCH_VAR`]) forces that plain path, and
@@ -62,7 +68,9 @@ mod unfused;
 #[cfg(feature = "cube")]
 mod cube;
 #[cfg(feature = "flex")]
-mod flex_attention;
+mod flex;
+#[cfg(any(feature = "cube", feature = "flex"))]
+mod fused_ops;
 
 pub use attention::{fused_attention, MAX_HEAD_DIM};
 pub use backend_probe::on_cube_backend;

@@ -11,8 +11,9 @@ pub enum UnfusedReason {
         crate::SWITCH_VAR
     )]
     Disabled,
-    /// Not a burn-cubecl backend this build has kernels for (a CPU backend, or a build
-    /// without the `wgpu`/`cuda` features).
+    /// A backend this build has no kernel for: NdArray, Flex in inference (its own attention
+    /// runs) or without the `flex` feature, a GPU backend without the `wgpu`/`cuda`
+    /// features.
     #[error("the backend has no fused attention kernel in this build")]
     Backend,
     /// Causal masking or soft-capping was asked for; the kernel implements neither.

@@ -15,10 +15,8 @@ use burn_fusion::Fusion;
 use half::{bf16, f16};
 
 use super::attention::FlashOps;
-use super::geglu::GegluOps;
-use super::group_norm::GroupNormOps;
 use super::host::DeviceDtypes;
-use super::layer_norm::LayerNormOps;
+use crate::fused_ops::{geglu::GegluOps, group_norm::GroupNormOps, layer_norm::LayerNormOps};
 
 /// The backends the kernels run on: every kernel's operations, implemented for burn-cubecl's
 /// `CubeBackend` and for `Fusion` over it.

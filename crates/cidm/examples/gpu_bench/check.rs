@@ -9,9 +9,10 @@ use crate::error::{guarded, BenchError, Result};
 use crate::report::Measured;
 use crate::timing::Timing;
 
-/// Whether this build has the fused kernels (the `wgpu` or `cuda` feature); without them
-/// only the plain paths are timed.
-const FUSED_BUILD: bool = cfg!(any(feature = "wgpu", feature = "cuda"));
+/// Whether this build has the fused kernels: the CubeCL kernels on a GPU backend (the `wgpu`
+/// or `cuda` feature), the loops of `cidm-kernels` on Flex (the default `flex` feature);
+/// without them (NdArray) only the plain paths are timed.
+const FUSED_BUILD: bool = cfg!(any(feature = "wgpu", feature = "cuda", feature = "flex"));
 /// Largest `max |fused - plain| / max |plain|` accepted in f32: both sum in f32, in
 /// different orders (and the plain matmuls may use TF32 tensor cores on a GPU).
 const TOL_F32: f64 = 5e-3;

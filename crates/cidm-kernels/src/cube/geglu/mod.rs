@@ -1,6 +1,5 @@
 //! The GEGLU kernels and their burn integration.
 
-mod autodiff;
 mod kernel;
 mod launch;
 mod ops;
@@ -8,7 +7,7 @@ mod ops;
 use burn::backend::Autodiff;
 use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor};
 
-pub(crate) use ops::GegluOps;
+use crate::fused_ops::geglu as autodiff;
 
 use super::dispatch::{run_fused, CubeKernel, CubeOps};
 use super::host::check_dtype;

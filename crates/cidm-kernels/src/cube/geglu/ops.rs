@@ -1,21 +1,13 @@
-//! [`GegluOps`]: the GEGLU kernels as operations of a burn backend, for burn-cubecl's
+//! [`GegluOps`] on the GEGLU kernels, for burn-cubecl's
 //! `CubeBackend` directly and under burn-fusion (as a custom operation of the fusion stream).
 
-use burn::tensor::{backend::Backend, ops::FloatTensor};
+use burn::tensor::ops::FloatTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use burn_fusion::{Fusion, FusionBackend};
 
 use super::launch;
 use crate::cube::fusion_op::register_custom;
-
-/// A backend that runs the GEGLU kernels on its float tensors.
-pub(crate) trait GegluOps: Backend {
-    /// The output of x `[rows, 2 n]` (see `launch::forward`).
-    fn geglu_forward(x: FloatTensor<Self>) -> FloatTensor<Self>;
-
-    /// x's gradient (see `launch::backward`).
-    fn geglu_backward(x: FloatTensor<Self>, grad_out: FloatTensor<Self>) -> FloatTensor<Self>;
-}
+use crate::fused_ops::geglu::GegluOps;
 
 impl<R, F, I, BT> GegluOps for CubeBackend<R, F, I, BT>
 where

@@ -19,11 +19,11 @@ use super::kernel::{
     group_norm_input_grad_kernel, group_norm_param_grads_kernel, group_norm_partial_sums_kernel,
     group_norm_stats_kernel, REDUCE_UNITS,
 };
-use super::GroupNormParams;
 use crate::autodiff_node::NormGrads;
 use crate::cube::host::{
     channels_last_order, elementwise, empty_in_order, empty_on, is_channels_last,
 };
+use crate::fused_ops::group_norm::GroupNormParams;
 
 /// Values one cube of the statistics adds up, 32 per unit: SD 1.5's groups of 40960 and
 /// 81920 values split into 5 and 10 chunks, 320 cubes in all at batch 2 and batch 1.

@@ -1,6 +1,5 @@
 //! The group-norm kernels and their burn integration.
 
-mod autodiff;
 mod kernel;
 mod launch;
 mod ops;
@@ -8,19 +7,11 @@ mod ops;
 use burn::backend::Autodiff;
 use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor};
 
-pub(crate) use ops::GroupNormOps;
+use crate::fused_ops::group_norm::{self as autodiff, GroupNormParams};
 
 use super::dispatch::{run_fused, CubeKernel, CubeOps};
 use super::host::check_dtype;
 use crate::{GroupNormOptions, GroupNormUnfused};
-
-/// The settings the kernels take (the epsilon as the f32 they add).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct GroupNormParams {
-    pub(crate) groups: usize,
-    pub(crate) epsilon: f32,
-    pub(crate) silu: bool,
-}
 
 /// The fused norm on `B`: x `[batch, channels, ...]` (shapes and dtypes already checked by
 /// the caller).

@@ -1,37 +1,14 @@
-//! [`GroupNormOps`]: the group-norm kernels as operations of a burn backend, for burn-cubecl's
+//! [`GroupNormOps`] on the group-norm kernels, for burn-cubecl's
 //! `CubeBackend` directly and under burn-fusion (as a custom operation of the fusion stream).
 
-use burn::tensor::{backend::Backend, ops::FloatTensor, DType, Shape};
+use burn::tensor::{ops::FloatTensor, DType, Shape};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use burn_fusion::{Fusion, FusionBackend};
 
-use super::{launch, GroupNormParams};
+use super::launch;
 use crate::autodiff_node::NormGrads;
 use crate::cube::fusion_op::register_custom;
-
-/// A backend that runs the group-norm kernels on its float tensors.
-pub(crate) trait GroupNormOps: Backend {
-    /// `(output, mean, rstd)` of x `[batch, channels, ...]` (see `launch::forward`).
-    fn group_norm_forward(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        params: GroupNormParams,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-
-    /// `dx` and, if `affine`, `[dgamma, dbeta]` (see `launch::backward`).
-    #[allow(clippy::too_many_arguments)]
-    fn group_norm_backward(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        mean: FloatTensor<Self>,
-        rstd: FloatTensor<Self>,
-        grad_out: FloatTensor<Self>,
-        params: GroupNormParams,
-        affine: bool,
-    ) -> NormGrads<FloatTensor<Self>>;
-}
+use crate::fused_ops::group_norm::{GroupNormOps, GroupNormParams};
 
 impl<R, F, I, BT> GroupNormOps for CubeBackend<R, F, I, BT>
 where

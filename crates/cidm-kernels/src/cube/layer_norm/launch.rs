@@ -7,9 +7,9 @@ use cubecl::{calculate_cube_count_elemwise, prelude::*};
 use super::kernel::{
     layer_norm_forward_kernel, layer_norm_input_grad_kernel, layer_norm_param_partials_kernel,
 };
-use super::LayerNormParams;
 use crate::autodiff_node::NormGrads;
 use crate::cube::host::{empty_on, sum_splits};
+use crate::fused_ops::layer_norm::LayerNormParams;
 
 /// Units (columns) per cube of the weights' partial sums.
 const COLUMN_UNITS: u32 = 64;

@@ -1,6 +1,5 @@
 //! The layer-norm kernels and their burn integration.
 
-mod autodiff;
 mod kernel;
 mod launch;
 mod ops;
@@ -8,17 +7,11 @@ mod ops;
 use burn::backend::Autodiff;
 use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor};
 
-pub(crate) use ops::LayerNormOps;
+use crate::fused_ops::layer_norm::{self as autodiff, LayerNormParams};
 
 use super::dispatch::{run_fused, CubeKernel, CubeOps};
 use super::host::check_dtype;
 use crate::LayerNormUnfused;
-
-/// The settings the kernels take (the epsilon as the f32 they add).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LayerNormParams {
-    pub(crate) epsilon: f32,
-}
 
 /// The fused norm on `B`: x `[rows, dim]` (shapes and dtypes already checked by the caller).
 pub(crate) fn fused<B: Backend>(

@@ -1,35 +1,14 @@
-//! [`LayerNormOps`]: the layer-norm kernels as operations of a burn backend, for burn-cubecl's
+//! [`LayerNormOps`] on the layer-norm kernels, for burn-cubecl's
 //! `CubeBackend` directly and under burn-fusion (as a custom operation of the fusion stream).
 
-use burn::tensor::{backend::Backend, ops::FloatTensor, DType, Shape};
+use burn::tensor::{ops::FloatTensor, DType, Shape};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use burn_fusion::{Fusion, FusionBackend};
 
-use super::{launch, LayerNormParams};
+use super::launch;
 use crate::autodiff_node::NormGrads;
 use crate::cube::fusion_op::register_custom;
-
-/// A backend that runs the layer-norm kernels on its float tensors.
-pub(crate) trait LayerNormOps: Backend {
-    /// `(output, mean, rstd)` of x `[rows, dim]` (see `launch::forward`).
-    fn layer_norm_forward(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        params: LayerNormParams,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-
-    /// `dx` and, if `affine`, `[dgamma, dbeta]` (see `launch::backward`; the shift does not
-    /// enter them).
-    fn layer_norm_backward(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        mean: FloatTensor<Self>,
-        rstd: FloatTensor<Self>,
-        grad_out: FloatTensor<Self>,
-        affine: bool,
-    ) -> NormGrads<FloatTensor<Self>>;
-}
+use crate::fused_ops::layer_norm::{LayerNormOps, LayerNormParams};
 
 impl<R, F, I, BT> LayerNormOps for CubeBackend<R, F, I, BT>
 where

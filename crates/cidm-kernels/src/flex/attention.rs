@@ -1,0 +1,472 @@
+//! Attention on the CPU backend Flex, in f32: a forward parallel over heads and blocks of
+//! query rows, and for training (`Autodiff<Flex>`) a node that keeps only the inputs and the
+//! output for its backward.
+//!
+//! The forward: Flex's own attention (a flash attention for long sequences) runs one head
+//! after another on one thread (its products are `gemm` calls without parallelism), so on
+//! a machine with n cores the attention, a sixth of an SD 1.5 UNet step, uses one. Here each
+//! block of query rows of each head is a task: its scores (at most [`FORWARD_SCORES`]) by one
+//! product with the keys, a row softmax, and its output by one product with the values.
+//!
+//! Training: burn's `Autodiff` runs attention as composed tensor operations, whose backward
+//! keeps the softmax's exponentials and the probabilities: two `[batch, heads, queries,
+//! keys]` matrices, 1 GiB in f32 for each of SD 1.5's self-attentions at 64x64 latents (8
+//! heads, 4096 tokens), four of which lie after the first LoRA site in a training step.
+//! PyTorch's CPU `scaled_dot_product_attention` (a flash attention) keeps a logsumexp per row
+//! instead. Here the node keeps q, k, v and the output, and the backward recomputes the
+//! probabilities a block of query rows at a time (FlashAttention's backward, each block's rows
+//! softmaxed whole rather than from a stored logsumexp), the heads in parallel, so that each
+//! thread holds at most two blocks of [`SCORE_BUDGET`] scores. Both ways the products are
+//! `gemm` calls on one thread each, the tasks spread over rayon's pool (Flex's own).
+
+use burn::backend::autodiff::{
+    checkpoint::base::Checkpointer,
+    grads::Gradients,
+    ops::{Backward, Ops},
+    Autodiff,
+};
+use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
+use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorMetadata};
+use rayon::prelude::*;
+
+use super::matmul::{matmul, Factor};
+use super::{contiguous, dispatch, exp, tensor, values, Declined, FlexKernel};
+use crate::autodiff_node::{record_fused, register_fused};
+use crate::{Unfused, UnfusedReason};
+
+/// Most scores (query rows times keys) of one block of the backward: 4 MiB in f32 (two such
+/// buffers per thread: probabilities and their gradient), against 512 MiB for a whole SD 1.5
+/// self-attention at 64x64 (and twice that kept by burn's composed attention). Measured at
+/// SD 1.5's shapes (2-core machine): 2^17 and 2^20 within 2% of each other at 4096 keys,
+/// 2^20 a quarter faster at 77 keys.
+const SCORE_BUDGET: usize = 1 << 20;
+
+/// Most scores one task of the forward forms: 512 KiB in f32, which stays in a core's L2
+/// cache between the two products (32 query rows against SD 1.5's 4096 keys).
+const FORWARD_SCORES: usize = 1 << 17;
+
+/// The attention on Flex or `Autodiff<Flex>` in f32 (as one node under autodiff); any other
+/// backend or dtype is handed back (`Backend`, `DType`) for the caller's plain path. Shapes,
+/// options and equal dtypes are checked by the caller.
+pub(crate) fn run<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    scale: f32,
+) -> Result<Tensor<B, 4>, Unfused<B>> {
+    let inputs = [&q, &k, &v].map(|t| t.clone().into_primitive());
+    let reason = match dispatch::<B, FlexAttention, 3, 4>(inputs, scale) {
+        Ok(out) => return Ok(out),
+        Err(Declined::Backend) => UnfusedReason::Backend,
+        Err(Declined::DType(_)) => UnfusedReason::DType {
+            q: q.dtype(),
+            k: k.dtype(),
+            v: v.dtype(),
+        },
+    };
+    Err(Unfused { q, k, v, reason })
+}
+
+/// The attention as a [`FlexKernel`]: inputs `[q, k, v]`, the scale as its setting.
+struct FlexAttention;
+
+impl FlexKernel<3> for FlexAttention {
+    type Params = f32;
+
+    fn plain([q, k, v]: [FlexTensor; 3], scale: f32) -> FlexTensor {
+        attend(&q, &k, &v, scale)
+    }
+
+    fn autodiff(
+        inputs: [FloatTensor<Autodiff<Flex>>; 3],
+        scale: f32,
+    ) -> FloatTensor<Autodiff<Flex>> {
+        tracked(inputs, scale, SCORE_BUDGET)
+    }
+}
+
+/// The forward on the inner tensors, recorded with the recomputing backward (`budget` scores
+/// per block).
+fn tracked(
+    inputs: [FloatTensor<Autodiff<Flex>>; 3],
+    scale: f32,
+    budget: usize,
+) -> FloatTensor<Autodiff<Flex>> {
+    let [q, k, v] = inputs.each_ref().map(|t| &t.primitive);
+    let out = attend(q, k, v, scale);
+    let node = RecomputingBackward { budget };
+    record_fused(node, inputs, out, |[q, k, v], out| SavedForward {
+        q,
+        k,
+        v,
+        out,
+        scale,
+    })
+}
+
+/// `softmax(q k^T * scale) v` of q `[batch, heads, len_q, dim]` and k, v `[batch, heads,
+/// len_k, dim]` (any layout), `[batch, heads, len_q, dim]` contiguous.
+fn attend(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, scale: f32) -> FlexTensor {
+    let shape = q.shape();
+    let len_k = k.shape()[2];
+    let [q, k, v] = [q, k, v].map(contiguous);
+    let dims = AttentionDims {
+        len_q: shape[2],
+        len_k,
+        dim: shape[3],
+    };
+    tensor(
+        forward(values(&q), values(&k), values(&v), dims, scale),
+        shape,
+    )
+}
+
+/// The sizes of one head's attention.
+#[derive(Debug, Clone, Copy)]
+struct AttentionDims {
+    len_q: usize,
+    len_k: usize,
+    dim: usize,
+}
+
+/// The forward over every head of contiguous q, k, v (heads one after another): tasks of
+/// up to [`FORWARD_SCORES`] scores, each one block of query rows of one head.
+fn forward(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32) -> Vec<f32> {
+    let AttentionDims { len_q, len_k, dim } = dims;
+    let mut out = vec![0.0f32; q.len()];
+    if len_q == 0 || dim == 0 {
+        return out;
+    }
+    let rows = (FORWARD_SCORES / len_k.max(1)).clamp(1, len_q);
+    let heads = out
+        .par_chunks_mut(len_q * dim)
+        .zip(q.par_chunks(len_q * dim));
+    let heads = heads
+        .zip(k.par_chunks(len_k * dim))
+        .zip(v.par_chunks(len_k * dim));
+    heads.for_each(|(((out, q), k), v)| {
+        let blocks = out.par_chunks_mut(rows * dim).zip(q.par_chunks(rows * dim));
+        blocks.for_each_init(
+            || vec![0.0f32; rows * len_k],
+            |scores, (out, q)| {
+                let n = q.len() / dim;
+                let scores = &mut scores[..n * len_k];
+                probabilities(scores, q, k, [n, len_k, dim], scale);
+                let (p, v) = (Factor::Rows(scores), Factor::Rows(v));
+                matmul(out, p, v, [n, len_k, dim], 1.0, false);
+            },
+        );
+    });
+    out
+}
+
+/// `p = softmax(q k^T * scale)` row by row, for `q` `[n, dim]` and `k` `[len_k, dim]`.
+fn probabilities(p: &mut [f32], q: &[f32], k: &[f32], [n, len_k, dim]: [usize; 3], scale: f32) {
+    let (q, k) = (Factor::Rows(q), Factor::Transposed(k));
+    matmul(p, q, k, [n, dim, len_k], scale, false);
+    for row in p.chunks_mut(len_k) {
+        softmax_row(row);
+    }
+}
+
+/// `row = softmax(row)`, shifted by the row's maximum: three passes the compiler vectorises
+/// (the exponential is [`exp`], the maximum and the sum run in eight lanes).
+fn softmax_row(row: &mut [f32]) {
+    let max = lanes(row, f32::NEG_INFINITY, |m, x| if x > m { x } else { m });
+    for x in row.iter_mut() {
+        *x = exp(*x - max);
+    }
+    let inverse = 1.0 / lanes(row, 0.0, |sum, x| sum + x);
+    for x in row.iter_mut() {
+        *x *= inverse;
+    }
+}
+
+/// `values` folded with `f` from `init`, in eight independent lanes (then the lanes and the
+/// remainder in order): for an associative `f` (a maximum; a sum, to rounding) the same as a
+/// fold, and free of the one long dependency chain that keeps a fold scalar.
+fn lanes(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 8];
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        let chunk: &[f32; 8] = chunk.try_into().expect("chunks of eight");
+        for lane in 0..8 {
+            acc[lane] = f(acc[lane], chunk[lane]);
+        }
+    }
+    let folded = acc.into_iter().fold(init, &f);
+    chunks.remainder().iter().fold(folded, |a, &x| f(a, x))
+}
+
+/// What the backward needs: the inputs and the output, on Flex.
+#[derive(Clone, Debug)]
+struct SavedForward {
+    q: FloatTensor<Flex>,
+    k: FloatTensor<Flex>,
+    v: FloatTensor<Flex>,
+    out: FloatTensor<Flex>,
+    scale: f32,
+}
+
+/// The node's backward: [`backward`] with `budget` scores per block.
+#[derive(Debug)]
+struct RecomputingBackward {
+    budget: usize,
+}
+
+impl Backward<Flex, 3> for RecomputingBackward {
+    type State = SavedForward;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        register_fused::<Flex, _, 3>(ops, grads, |saved, grad_out, _| {
+            let [q, k, v, out, grad_out] =
+                [&saved.q, &saved.k, &saved.v, &saved.out, &grad_out].map(contiguous);
+            let shape = |t: &FlexTensor| t.shape();
+            let [q_shape, k_shape] = [shape(&q), shape(&k)];
+            let dims = AttentionDims {
+                len_q: q_shape[2],
+                len_k: k_shape[2],
+                dim: q_shape[3],
+            };
+            let head = [&q, &k, &v, &out, &grad_out].map(values);
+            let [dq, dk, dv] = backward(head, dims, saved.scale, self.budget);
+            [(dq, q_shape), (dk, k_shape.clone()), (dv, k_shape)]
+                .map(|(grad, shape)| Some(tensor(grad, shape)))
+        });
+    }
+}
+
+/// `[dq, dk, dv]` of `out = softmax(q k^T * scale) v` given `grad_out`, from contiguous
+/// `[q, k, v, out, grad_out]` (heads one after another), the heads in parallel. Each head
+/// takes its query rows a block at a time, `rows` chosen so that a block holds at most
+/// `budget` scores (at least one row): with `P` a block's probabilities and `D = rowsum(dO *
+/// O)`, `dV += P^T dO`, `dS = P * (dO V^T - D)`, `dQ = dS K * scale` and `dK += dS^T Q *
+/// scale`.
+fn backward(
+    [q, k, v, out, grad_out]: [&[f32]; 5],
+    dims: AttentionDims,
+    scale: f32,
+    budget: usize,
+) -> [Vec<f32>; 3] {
+    let AttentionDims { len_q, len_k, dim } = dims;
+    let [mut dq, mut dk, mut dv] = [q.len(), k.len(), v.len()].map(|len| vec![0.0f32; len]);
+    if len_q == 0 || len_k == 0 || dim == 0 {
+        return [dq, dk, dv];
+    }
+    let rows = (budget / len_k).clamp(1, len_q);
+    let (per_q, per_k) = (len_q * dim, len_k * dim);
+    let grads: Vec<_> = dq
+        .chunks_mut(per_q)
+        .zip(dk.chunks_mut(per_k))
+        .zip(dv.chunks_mut(per_k))
+        .collect();
+    grads
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(head, ((dq, dk), dv))| {
+            let query_rows = head * per_q..(head + 1) * per_q;
+            let key_rows = head * per_k..(head + 1) * per_k;
+            let inputs = HeadInputs {
+                q: &q[query_rows.clone()],
+                k: &k[key_rows.clone()],
+                v: &v[key_rows],
+                out: &out[query_rows.clone()],
+                grad_out: &grad_out[query_rows],
+            };
+            head_backward(&inputs, [dq, dk, dv], dims, scale, rows);
+        });
+    [dq, dk, dv]
+}
+
+/// One head's inputs to [`head_backward`].
+struct HeadInputs<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    out: &'a [f32],
+    grad_out: &'a [f32],
+}
+
+/// [`backward`] for one head, `rows` query rows at a time.
+fn head_backward(
+    inputs: &HeadInputs,
+    [dq, dk, dv]: [&mut [f32]; 3],
+    dims: AttentionDims,
+    scale: f32,
+    rows: usize,
+) {
+    let AttentionDims { len_q, len_k, dim } = dims;
+    let mut probs = vec![0.0f32; rows * len_k];
+    let mut grad_scores = vec![0.0f32; rows * len_k];
+    for start in (0..len_q).step_by(rows) {
+        let n = rows.min(len_q - start);
+        let block = start * dim..(start + n) * dim;
+        let (q, grad_out, out) = (
+            &inputs.q[block.clone()],
+            &inputs.grad_out[block.clone()],
+            &inputs.out[block.clone()],
+        );
+        let p = &mut probs[..n * len_k];
+        probabilities(p, q, inputs.k, [n, len_k, dim], scale);
+        let p: &[f32] = p;
+        matmul(
+            dv,
+            Factor::Transposed(p),
+            Factor::Rows(grad_out),
+            [len_k, n, dim],
+            1.0,
+            true,
+        );
+        let ds = &mut grad_scores[..n * len_k];
+        let v_t = Factor::Transposed(inputs.v);
+        matmul(ds, Factor::Rows(grad_out), v_t, [n, dim, len_k], 1.0, false);
+        let rows = ds.chunks_mut(len_k).zip(p.chunks(len_k));
+        for (i, (ds, p)) in rows.enumerate() {
+            let row = i * dim..(i + 1) * dim;
+            let delta: f32 = grad_out[row.clone()]
+                .iter()
+                .zip(&out[row])
+                .map(|(g, o)| g * o)
+                .sum();
+            for (ds, &p) in ds.iter_mut().zip(p) {
+                *ds = p * (*ds - delta);
+            }
+        }
+        let ds: &[f32] = ds;
+        let (k, q) = (Factor::Rows(inputs.k), Factor::Rows(q));
+        matmul(
+            &mut dq[block],
+            Factor::Rows(ds),
+            k,
+            [n, len_k, dim],
+            scale,
+            false,
+        );
+        matmul(dk, Factor::Transposed(ds), q, [len_k, n, dim], scale, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flex::testing::{max_rel_err, normal, AB};
+    use burn::tensor::ops::AttentionModuleOptions;
+    use burn::tensor::{FloatDType, TensorPrimitive};
+    use proptest::prelude::*;
+
+    /// Output and gradients of `attention`, through the node (`budget` scores per block) or
+    /// through burn's composed attention (the reference).
+    fn outputs(
+        shape_q: [usize; 4],
+        len_k: usize,
+        budget: Option<usize>,
+        seed: u64,
+    ) -> Vec<Tensor<Flex, 4>> {
+        let [batch, heads, _, head_dim] = shape_q;
+        let q = normal(shape_q, seed, 0.0);
+        let k = normal([batch, heads, len_k, head_dim], seed + 1, 0.0);
+        let v = normal([batch, heads, len_k, head_dim], seed + 2, 0.0);
+        let weight = normal(shape_q, seed + 3, 0.0).detach();
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let out = match budget {
+            Some(budget) => {
+                let inputs = [&q, &k, &v].map(|t| t.clone().into_primitive().tensor());
+                let out = tracked(inputs, scale, budget);
+                Tensor::<AB, 4>::from_primitive(TensorPrimitive::Float(out))
+            }
+            None => {
+                let options = AttentionModuleOptions {
+                    scale: Some(f64::from(scale)),
+                    softcap: None,
+                    is_causal: false,
+                };
+                burn::tensor::module::attention_fallback(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    None,
+                    None,
+                    options,
+                )
+            }
+        };
+        let grads = (out.clone() * weight).sum().backward();
+        let grad = |t: &Tensor<AB, 4>| t.grad(&grads).unwrap();
+        vec![out.inner(), grad(&q), grad(&k), grad(&v)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// The node's output and the gradients of q, k and v equal those of burn's composed
+        /// attention (the path it replaces under autodiff), whether the backward takes the
+        /// query rows in one block or in blocks of any size that does not divide them: both
+        /// compute the same sums, in a different order, so to f32 rounding (1e-5 relative to
+        /// the largest).
+        #[test]
+        fn gradients_equal_the_composed_attentions(
+            batch in 1usize..3,
+            heads in 1usize..3,
+            len_q in 1usize..40,
+            len_k in 1usize..40,
+            head_dim in 1usize..17,
+            rows in 1usize..12,
+            seed in 0u64..1000,
+        ) {
+            let shape = [batch, heads, len_q, head_dim];
+            let expected = outputs(shape, len_k, None, seed);
+            let budget = rows * len_k;
+            for budget in [usize::MAX, budget] {
+                let got = outputs(shape, len_k, Some(budget), seed);
+                let pairs = got.into_iter().zip(expected.clone());
+                for (name, (a, b)) in ["out", "dq", "dk", "dv"].iter().zip(pairs) {
+                    let err = max_rel_err(a, b);
+                    prop_assert!(err < 1e-5, "{name}: {err} (budget {budget})");
+                }
+            }
+        }
+    }
+
+    /// On `Autodiff<Flex>` in f32 the node runs, and on Flex without autodiff the forward
+    /// alone, with burn's composed attention's output; in f16 the inputs come back for
+    /// burn's own attention.
+    #[test]
+    fn runs_for_f32_on_flex() {
+        let q = normal([1, 2, 5, 4], 1, 0.0);
+        let k = normal([1, 2, 7, 4], 2, 0.0);
+        assert!(run(q.clone(), k.clone(), k.clone(), 0.5).is_ok());
+        let [q, k] = [q, k].map(Tensor::inner);
+        let got = run(q.clone(), k.clone(), k.clone(), 0.5).expect("f32 on Flex");
+        let options = AttentionModuleOptions {
+            scale: Some(0.5),
+            softcap: None,
+            is_causal: false,
+        };
+        let want = burn::tensor::module::attention_fallback(
+            q.clone(),
+            k.clone(),
+            k.clone(),
+            None,
+            None,
+            options,
+        );
+        assert!(max_rel_err(got, want) < 1e-6);
+        let half = q.cast(FloatDType::F16);
+        let unfused = run(half.clone(), half.clone(), half, 0.5).unwrap_err();
+        assert!(matches!(unfused.reason, UnfusedReason::DType { .. }));
+    }
+
+    /// At 520 queries and keys (the forward in three blocks of query rows per head, 252 for
+    /// its budget of scores) with the backward in blocks of 100 rows, as the property above.
+    #[test]
+    fn long_sequences_match_too() {
+        let shape = [1, 2, 520, 8];
+        let expected = outputs(shape, 520, None, 7);
+        let got = outputs(shape, 520, Some(100 * 520), 7);
+        for (a, b) in got.into_iter().zip(expected) {
+            let err = max_rel_err(a, b);
+            assert!(err < 1e-5, "{err}");
+        }
+    }
+}
