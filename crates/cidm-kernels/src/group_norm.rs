@@ -141,6 +141,7 @@ fn unsupported<B: Backend, const D: usize>(
     let groups = options.groups;
     let shape_ok = D >= 2
         && batch > 0
+        && channels > 0
         && spatial > 0
         && groups > 0
         && channels % groups == 0
@@ -232,6 +233,12 @@ mod tests {
                 spatial: 9,
                 ..
             }
+        ));
+        let no_channels = Tensor::<NdArray, 4>::zeros([2, 0, 3, 3], &device);
+        let none = Tensor::<NdArray, 1>::ones([0], &device);
+        assert!(matches!(
+            fused_group_norm(&no_channels, &none, &none, options(1)).unwrap_err(),
+            GroupNormUnfused::Shape { channels: 0, .. }
         ));
         let bad_eps = GroupNormOptions {
             epsilon: f64::NAN,
