@@ -21,11 +21,7 @@ pub(crate) fn fused<B: Backend, const D: usize>(
     beta: &Tensor<B, 1>,
     options: GroupNormOptions,
 ) -> Result<Tensor<B, D>, GroupNormUnfused> {
-    let params = GroupNormParams {
-        groups: options.groups,
-        epsilon: options.epsilon as f32,
-        silu: options.silu,
-    };
+    let params = GroupNormParams::from(options);
     let inputs = [
         x.clone().into_primitive(),
         gamma.clone().into_primitive(),

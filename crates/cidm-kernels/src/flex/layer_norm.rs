@@ -22,9 +22,7 @@ pub(crate) fn fused<B: Backend>(
     beta: Tensor<B, 1>,
     epsilon: f64,
 ) -> Result<Tensor<B, 2>, LayerNormUnfused> {
-    let params = LayerNormParams {
-        epsilon: epsilon as f32,
-    };
+    let params = LayerNormParams::new(epsilon);
     let inputs = [
         x.into_primitive(),
         gamma.into_primitive(),

@@ -120,7 +120,7 @@ fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
 }
 
 /// `sum(term(i) for i in 0..len)` in f64, each term rounded to f32 only by its own
-/// arithmetic, in eight lanes so that the compiler vectorises the additions.
+/// arithmetic, in eight independent lanes rather than one chain of dependent additions.
 fn sum_f64(len: usize, term: impl Fn(usize) -> f32) -> f64 {
     let mut lanes = [0.0f64; 8];
     let mut i = 0;

@@ -14,6 +14,7 @@ use burn::backend::autodiff::{
 use burn::tensor::{backend::Backend, ops::FloatTensor};
 
 use crate::autodiff_node::{by_input, record_fused, register_fused, NormGrads};
+use crate::GroupNormOptions;
 
 /// The settings the fused norm takes (the epsilon as the f32 it adds).
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +22,17 @@ pub(crate) struct GroupNormParams {
     pub(crate) groups: usize,
     pub(crate) epsilon: f32,
     pub(crate) silu: bool,
+}
+
+impl From<GroupNormOptions> for GroupNormParams {
+    /// The caller's options as the fused norm takes them (epsilon checked by the caller).
+    fn from(options: GroupNormOptions) -> Self {
+        Self {
+            groups: options.groups,
+            epsilon: options.epsilon as f32,
+            silu: options.silu,
+        }
+    }
 }
 
 /// A backend that runs the fused group norm on its float tensors.

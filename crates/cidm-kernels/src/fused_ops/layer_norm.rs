@@ -21,6 +21,15 @@ pub(crate) struct LayerNormParams {
     pub(crate) epsilon: f32,
 }
 
+impl LayerNormParams {
+    /// The caller's epsilon (checked by the caller) as the f32 the fused norm adds.
+    pub(crate) fn new(epsilon: f64) -> Self {
+        Self {
+            epsilon: epsilon as f32,
+        }
+    }
+}
+
 /// A backend that runs the fused layer norm on its float tensors.
 pub(crate) trait LayerNormOps: Backend {
     /// `(output, mean, rstd)` of x `[rows, dim]`: the output in x's dtype and shape, the

@@ -26,11 +26,7 @@ pub(crate) fn fused<B: Backend, const D: usize>(
         gamma: gamma.dtype(),
         beta: beta.dtype(),
     };
-    let params = GroupNormParams {
-        groups: options.groups,
-        epsilon: options.epsilon as f32,
-        silu: options.silu,
-    };
+    let params = GroupNormParams::from(options);
     // Quantized tensors: the caller's dtype check normally keeps them from coming here.
     let inputs = [
         x.into_primitive(),

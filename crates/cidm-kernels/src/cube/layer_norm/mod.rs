@@ -25,9 +25,7 @@ pub(crate) fn fused<B: Backend>(
         gamma: gamma.dtype(),
         beta: beta.dtype(),
     };
-    let params = LayerNormParams {
-        epsilon: epsilon as f32,
-    };
+    let params = LayerNormParams::new(epsilon);
     // Quantized tensors: the caller's dtype check normally keeps them from coming here.
     let inputs = [
         x.into_primitive(),
