@@ -41,6 +41,11 @@ The workloads (names as ours):
   `h, g = x.chunk(2, -1); h * F.gelu(g)`) on each distinct feed-forward input of the UNet
   (batch 2, T rows of W = 2 x 4 x the block's width, standard-normal x), forward under
   inference mode, and forward plus backward of sum(out * w).
+- conv_cC_SxS / conv_train_cC_SxS: the ResNet blocks' 3x3 convolution alone (F.conv2d,
+  padding 1, C channels in and out) at each level of the UNet (batch 2, standard-normal x,
+  weights of variance 1 / fan-in), forward under inference mode, and forward plus backward
+  of sum(out * w) for x's gradient (the weight frozen, as LoRA training keeps it). Ours has
+  these records on Flex only (the CPU convolution).
 
 Usage (device cuda when available, else cpu):
 
@@ -631,6 +636,38 @@ def geglu(bench, shape):
     return records
 
 
+def conv_shapes(config):
+    """(channels, side) of each distinct level of the UNet, in ours' order: every block's
+    output channels at its resolution."""
+    channels = config_value(config, "block_out_channels")
+    side = config["sample_size"]
+    shapes = []
+    for shape in [(c, side >> b) for b, c in enumerate(channels)]:
+        if shape not in shapes:
+            shapes.append(shape)
+    return shapes
+
+
+def conv(bench, shape):
+    """The two records of one level: the ResNets' 3x3 convolution (channels in and out,
+    padding 1), forward and training with the weight frozen (x's gradient), as LoRA trains."""
+    channels, side = shape
+    name = f"c{channels}_{side}x{side}"
+    x = bench.randn(2, channels, side, side)
+    kernel = bench.randn(channels, channels, 3, 3) * (1.0 / (9 * channels)) ** 0.5
+    bias = 0.1 * bench.randn(channels)
+    weight = bench.randn(2, channels, side, side)
+    with torch.inference_mode():
+        records = [bench.line(f"conv_{name}", bench.measure(lambda: F.conv2d(x, kernel, bias, padding=1)))]
+    leaf = x.clone().requires_grad_()
+
+    def train():
+        torch.autograd.grad((F.conv2d(leaf, kernel, bias, padding=1) * weight).sum(), [leaf])
+
+    records.append(bench.line(f"conv_train_{name}", bench.measure(train)))
+    return records
+
+
 def run_dtype(config, device, dtype_name, args):
     bench = Bench(config, device, dtype_name, args.warmup, args.reps, args.profile_dir)
     only = set(args.only.split(",")) if args.only else None
@@ -669,6 +706,9 @@ def run_dtype(config, device, dtype_name, args):
     if selected("geglu"):
         for shape in transformer_shapes(config):
             records += geglu(bench, shape)
+    if selected("conv"):
+        for shape in conv_shapes(config):
+            records += conv(bench, shape)
     return records
 
 
@@ -681,7 +721,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--sampling-steps", type=int, default=50)
-    parser.add_argument("--only", help="comma-separated: train,step,sample,ewa-weights,ewa,regional,attention,group-norm,layer-norm,geglu,compile")
+    parser.add_argument("--only", help="comma-separated: train,step,sample,ewa-weights,ewa,regional,attention,group-norm,layer-norm,geglu,conv,compile")
     parser.add_argument("--compile", action="store_true",
                         help="also time the UNet step under torch.compile (unet_step_cfg_b2_compiled)")
     parser.add_argument("--json", help="also write the records to this file")

@@ -14,7 +14,7 @@ use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::ops::{AttentionModuleOptions, PaddedConvOptions};
 use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::error::{Error, Result};
@@ -66,6 +66,26 @@ pub fn conv2d<B: Backend>(
         groups: 1,
         padding: PaddingConfig2d::Explicit(padding, padding, padding, padding),
     })
+}
+
+/// `conv`'s forward: through [`cidm_kernels::fused_conv2d`] where it applies (Flex in f32, with
+/// the `flex` feature: products of tiles of gathered patches on every core, where Flex's own
+/// convolution re-lays out the weight on one thread on every call), else as
+/// `Conv2d::forward` runs it (burn's convolution: the GPU backends, NdArray, f16).
+pub fn conv_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
+        return conv.forward(x);
+    };
+    let options = PaddedConvOptions::asymmetric(
+        conv.stride,
+        [top, left],
+        [bottom, right],
+        conv.dilation,
+        conv.groups,
+    );
+    let bias = conv.bias.as_ref().map(|bias| bias.val());
+    cidm_kernels::fused_conv2d(&x, &conv.weight.val(), bias.as_ref(), &options)
+        .unwrap_or_else(|_| conv.forward(x))
 }
 
 /// The convolution weight `name` of shape `shape` (`[out, in, kh, kw]`), as a parameter laid

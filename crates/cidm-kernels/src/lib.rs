@@ -41,6 +41,12 @@
 //! kernels implement the same operations (`fused_ops`), so one autodiff node per operation
 //! serves both.
 //!
+//! [`fused_conv2d`] is a 2-D convolution (one group) for Flex alone, where burn's
+//! convolution re-lays out the weight on one thread on every call: tiles of patches gathered
+//! in the weight's own order, multiplied on rayon's pool, and under autodiff one node whose
+//! backward scatters x's gradient back over the patches ([`ConvUnfused`] elsewhere, and the
+//! caller runs burn's convolution).
+//!
 //! [`on_cube_backend`] says whether a tensor is on a backend the kernels run on, for layout
 //! choices that follow burn-cubecl's kernels (convolution weights).
 //!
@@ -49,14 +55,16 @@
 //! declines. Setting
 //! `CIDM_FUSED_ATTENTION=0` ([`SWITCH_VAR`]), `CIDM_FUSED_GROUP_NORM=0`
 //! ([`GROUP_NORM_SWITCH_VAR`]), `CIDM_FUSED_LAYER_NORM=0` ([`LAYER_NORM_SWITCH_VAR`]) or
-//! `CIDM_FUSED_GEGLU=0` ([`GEGLU_SWITCH_VAR`]) forces that plain path, and
-//! [`set_fused_attention`], [`set_fused_group_norm`], [`set_fused_layer_norm`] and
-//! [`set_fused_geglu`] do so from code, at run time.
+//! `CIDM_FUSED_GEGLU=0` ([`GEGLU_SWITCH_VAR`]) or `CIDM_FUSED_CONV=0` ([`CONV_SWITCH_VAR`])
+//! forces that plain path, and [`set_fused_attention`], [`set_fused_group_norm`],
+//! [`set_fused_layer_norm`], [`set_fused_geglu`] and [`set_fused_conv`] do so from code, at run
+//! time.
 
 mod attention;
 #[cfg(any(feature = "cube", feature = "flex"))]
 mod autodiff_node;
 mod backend_probe;
+mod conv;
 mod geglu;
 mod group_norm;
 mod layer_norm;
@@ -74,17 +82,18 @@ mod fused_ops;
 
 pub use attention::{fused_attention, MAX_HEAD_DIM};
 pub use backend_probe::on_cube_backend;
+pub use conv::{fused_conv2d, ConvUnfused};
 pub use geglu::{fused_geglu, GegluUnfused};
 pub use group_norm::{fused_group_norm, GroupNormOptions, GroupNormUnfused};
 pub use layer_norm::{fused_layer_norm, LayerNormUnfused};
 pub use stats::{
-    dispatch_counts, geglu_dispatch_counts, group_norm_dispatch_counts, layer_norm_dispatch_counts,
-    DispatchCounts,
+    conv_dispatch_counts, dispatch_counts, geglu_dispatch_counts, group_norm_dispatch_counts,
+    layer_norm_dispatch_counts, DispatchCounts,
 };
 pub use switch::{
-    fused_attention_enabled, fused_geglu_enabled, fused_group_norm_enabled,
-    fused_layer_norm_enabled, set_fused_attention, set_fused_geglu, set_fused_group_norm,
-    set_fused_layer_norm, GEGLU_SWITCH_VAR, GROUP_NORM_SWITCH_VAR, LAYER_NORM_SWITCH_VAR,
-    SWITCH_VAR,
+    fused_attention_enabled, fused_conv_enabled, fused_geglu_enabled, fused_group_norm_enabled,
+    fused_layer_norm_enabled, set_fused_attention, set_fused_conv, set_fused_geglu,
+    set_fused_group_norm, set_fused_layer_norm, CONV_SWITCH_VAR, GEGLU_SWITCH_VAR,
+    GROUP_NORM_SWITCH_VAR, LAYER_NORM_SWITCH_VAR, SWITCH_VAR,
 };
 pub use unfused::{Unfused, UnfusedReason};

@@ -47,6 +47,8 @@ pub(crate) static GROUP_NORM: Counter = Counter::new();
 pub(crate) static LAYER_NORM: Counter = Counter::new();
 /// Calls of [`crate::fused_geglu`].
 pub(crate) static GEGLU: Counter = Counter::new();
+/// Calls of [`crate::fused_conv2d`].
+pub(crate) static CONV: Counter = Counter::new();
 
 /// The current [`DispatchCounts`] of [`crate::fused_attention`] (`unfused`: calls that
 /// returned [`crate::Unfused`]).
@@ -67,4 +69,9 @@ pub fn layer_norm_dispatch_counts() -> DispatchCounts {
 /// The current [`DispatchCounts`] of [`crate::fused_geglu`].
 pub fn geglu_dispatch_counts() -> DispatchCounts {
     GEGLU.counts()
+}
+
+/// The current [`DispatchCounts`] of [`crate::fused_conv2d`].
+pub fn conv_dispatch_counts() -> DispatchCounts {
+    CONV.counts()
 }

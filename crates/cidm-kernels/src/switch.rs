@@ -20,6 +20,10 @@ pub const LAYER_NORM_SWITCH_VAR: &str = "CIDM_FUSED_LAYER_NORM";
 /// [`set_fused_geglu`] overrides it.
 pub const GEGLU_SWITCH_VAR: &str = "CIDM_FUSED_GEGLU";
 
+/// Environment variable that turns the CPU convolution off, read like [`SWITCH_VAR`];
+/// [`set_fused_conv`] overrides it.
+pub const CONV_SWITCH_VAR: &str = "CIDM_FUSED_CONV";
+
 /// [`Switch::state`]'s values: follow the variable, forced on, forced off.
 const FOLLOW_ENV: u8 = 0;
 const FORCED_ON: u8 = 1;
@@ -70,6 +74,8 @@ pub(crate) static GROUP_NORM: Switch = Switch::new(GROUP_NORM_SWITCH_VAR);
 pub(crate) static LAYER_NORM: Switch = Switch::new(LAYER_NORM_SWITCH_VAR);
 /// The switch of [`crate::fused_geglu`].
 pub(crate) static GEGLU: Switch = Switch::new(GEGLU_SWITCH_VAR);
+/// The switch of [`crate::fused_conv2d`].
+pub(crate) static CONV: Switch = Switch::new(CONV_SWITCH_VAR);
 
 /// Whether [`crate::fused_attention`] may use the fused kernel: the override of
 /// [`set_fused_attention`] if one is set, else [`SWITCH_VAR`]. "May": the kernel still only
@@ -120,6 +126,18 @@ pub fn fused_geglu_enabled() -> bool {
 /// [`SWITCH_VAR`].
 pub fn set_fused_geglu(enabled: Option<bool>) {
     GEGLU.set(enabled);
+}
+
+/// Whether [`crate::fused_conv2d`] may use the CPU convolution, as
+/// [`fused_attention_enabled`] says for the attention.
+pub fn fused_conv_enabled() -> bool {
+    CONV.enabled()
+}
+
+/// Overrides [`CONV_SWITCH_VAR`] for the whole process, as [`set_fused_attention`] does
+/// [`SWITCH_VAR`].
+pub fn set_fused_conv(enabled: Option<bool>) {
+    CONV.set(enabled);
 }
 
 /// The switch from an override state and the variable's setting (asked only when needed).

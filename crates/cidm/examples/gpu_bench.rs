@@ -19,6 +19,8 @@
 mod attention;
 #[path = "gpu_bench/check.rs"]
 mod check;
+#[path = "gpu_bench/conv.rs"]
+mod conv;
 #[path = "gpu_bench/error.rs"]
 mod error;
 #[path = "gpu_bench/failed_tasks.rs"]
@@ -87,6 +89,9 @@ enum Workload {
     LayerNorm,
     /// GEGLU alone at the feed-forward blocks' shapes, the same way.
     Geglu,
+    /// The ResNet blocks' 3x3 convolution alone at each level, the same way (Flex only: the
+    /// CPU convolution).
+    Conv,
 }
 
 /// Command line: the benchmark's options, or a subcommand.
@@ -336,12 +341,26 @@ fn run(args: &Args) -> Result<bool> {
         }
     }
 
+    if selected(Workload::Conv) && backend::NAME == "flex" {
+        for shape in conv::shapes(&setup) {
+            tracing::info!(?shape, "convolution");
+            let name = shape.name();
+            let train = name.replacen("conv_", "conv_train_", 1);
+            let forward = conv::forward(shape, reps).records(&name);
+            let backward = conv::forward_backward(shape, reps).records(&train);
+            for (name, measured) in forward.into_iter().chain(backward) {
+                emit(name, measured);
+            }
+        }
+    }
+
     // A fallback would look like a slow kernel: say which path the kernels' calls took.
     let calls = [
         ("attention", cidm::kernels::dispatch_counts()),
         ("group_norm", cidm::kernels::group_norm_dispatch_counts()),
         ("layer_norm", cidm::kernels::layer_norm_dispatch_counts()),
         ("geglu", cidm::kernels::geglu_dispatch_counts()),
+        ("conv", cidm::kernels::conv_dispatch_counts()),
     ];
     for (kernel, counts) in calls {
         tracing::info!(

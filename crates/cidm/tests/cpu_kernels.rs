@@ -1,6 +1,6 @@
 //! The default build (feature `flex`) runs cidm-kernels' CPU paths through the model's own
 //! calls: the feature reaches cidm-kernels through cidm-diffusion. Attention, GroupNorm,
-//! LayerNorm and GEGLU take the Flex loops in inference and as nodes under autodiff, the
+//! LayerNorm, GEGLU and the convolutions take the Flex loops in inference and as nodes under autodiff, the
 //! attention's backward keeping no score matrix (docs/performance.md, "Attention in CPU
 //! training", "Fused CPU paths"). The dispatch counters are global, so each test here counts
 //! a different operation.
@@ -8,11 +8,15 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::Param;
-use burn::tensor::{backend::Backend, ops::AttentionModuleOptions, Tensor, TensorData};
-use cidm::diffusion::nn::{attention_upcast, geglu, GroupNorm, LayerNorm};
+use burn::nn::conv::Conv2d;
+use burn::nn::PaddingConfig2d;
+use burn::tensor::{
+    backend::Backend, ops::AttentionModuleOptions, ElementConversion, Tensor, TensorData,
+};
+use cidm::diffusion::nn::{attention_upcast, conv_forward, geglu, GroupNorm, LayerNorm};
 use cidm::kernels::{
-    dispatch_counts, geglu_dispatch_counts, group_norm_dispatch_counts, layer_norm_dispatch_counts,
-    DispatchCounts,
+    conv_dispatch_counts, dispatch_counts, geglu_dispatch_counts, group_norm_dispatch_counts,
+    layer_norm_dispatch_counts, DispatchCounts,
 };
 
 /// A tensor of `shape` with smooth values that differ with `seed`.
@@ -94,4 +98,45 @@ fn attention_takes_the_flex_paths() {
         let [q, k, v] = qkv::<Flex>();
         attention_upcast(q, k, v, AttentionModuleOptions::default());
     });
+}
+
+/// A 3x3 convolution from 3 to 4 channels with `padding` (top, left, bottom, right) and
+/// `stride`, as the model builds them.
+fn conv<B: Backend>(padding: [usize; 4], stride: usize) -> Conv2d<B> {
+    let [top, left, bottom, right] = padding;
+    Conv2d {
+        weight: Param::from_tensor(values([4, 3, 3, 3], 8.0)),
+        bias: Some(Param::from_tensor(values([4], 9.0))),
+        stride: [stride, stride],
+        kernel_size: [3, 3],
+        dilation: [1, 1],
+        groups: 1,
+        padding: PaddingConfig2d::Explicit(top, left, bottom, right),
+    }
+}
+
+/// The model's convolutions (`nn::conv_forward`: the ResNets' and the downsamplers' with
+/// padding 1, the VAE encoder's downsamplers with one row and column after) take the loops
+/// on Flex and under `Autodiff<Flex>`, and give burn's convolution's output (`Conv2d::forward`,
+/// which pads asymmetric inputs itself) to f32 rounding; under autodiff x gets a gradient.
+#[test]
+fn convolutions_take_the_flex_loops() {
+    fn check<B: Backend>() {
+        for (padding, stride) in [([1; 4], 1), ([1; 4], 2), ([0, 0, 1, 1], 2)] {
+            let layer = conv::<B>(padding, stride);
+            let x = values::<B, 4>([2, 3, 7, 6], 10.0);
+            let mut out = None;
+            one_fused_call("convolution", conv_dispatch_counts, || {
+                out = Some(conv_forward(&layer, x.clone()));
+            });
+            let want = layer.forward(x);
+            let err: f32 = (out.expect("ran") - want).abs().max().into_scalar().elem();
+            assert!(err < 1e-5, "padding {padding:?} stride {stride}: {err}");
+        }
+    }
+    check::<Flex>();
+    check::<Autodiff<Flex>>();
+    let x = values::<Autodiff<Flex>, 4>([1, 3, 5, 5], 11.0).require_grad();
+    let grads = conv_forward(&conv([1; 4], 1), x.clone()).sum().backward();
+    assert!(x.grad(&grads).is_some());
 }

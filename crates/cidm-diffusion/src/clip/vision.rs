@@ -14,7 +14,7 @@ use super::encoder::CLIPEncoderLayer;
 use super::vision_config::CLIPVisionConfig;
 use crate::error::{Error, Result};
 use crate::loading::{Init, VarBuilder};
-use crate::nn::{conv_weight, LayerNorm};
+use crate::nn::{conv_forward, conv_weight, LayerNorm};
 use crate::unet::config::memory_path;
 
 /// Bound of the uniform draw for the random class and position rows: the standard deviation
@@ -68,7 +68,7 @@ impl<B: Backend> CLIPVisionEmbeddings<B> {
     /// - pixels: `[batch, 3, image_size, image_size]` -> `[batch, patches + 1, hidden]`
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
         let batch = pixels.dims()[0];
-        let patches = self.patch_embedding.forward(pixels);
+        let patches = conv_forward(&self.patch_embedding, pixels);
         let [_, hidden, rows, cols] = patches.dims();
         let patches = patches
             .reshape([batch, hidden, rows * cols])

@@ -16,7 +16,7 @@ use super::transformer_2d::{Transformer2DModel, TransformerSpec};
 use crate::conditioning::Conditioning;
 use crate::error::{Error, Result};
 use crate::loading::{ModelDir, SafetensorsWeights, VarBuilder};
-use crate::nn::{conv2d, group_norm, GroupNorm};
+use crate::nn::{conv2d, conv_forward, group_norm, GroupNorm};
 
 /// The conditional UNet of Stable Diffusion 1.x / 2.x.
 #[derive(Module, Debug)]
@@ -341,7 +341,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         let temb = self
             .time_embedding
             .forward(self.time_proj.forward(timesteps));
-        let mut x = self.conv_in.forward(sample);
+        let mut x = conv_forward(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             x = block.forward(x, &temb, cond, &mut skips);
@@ -350,6 +350,9 @@ impl<B: Backend> UNet2DConditionModel<B> {
         for block in &self.up_blocks {
             x = block.forward(x, &temb, cond, &mut skips);
         }
-        Ok(self.conv_out.forward(self.conv_norm_out.forward_silu(x)))
+        Ok(conv_forward(
+            &self.conv_out,
+            self.conv_norm_out.forward_silu(x),
+        ))
     }
 }

@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::error::Result;
 use crate::loading::VarBuilder;
-use crate::nn::{conv2d, group_norm, linear, GroupNorm};
+use crate::nn::{conv2d, conv_forward, group_norm, linear, GroupNorm};
 
 /// A residual block conditioned on the time embedding:
 /// `(x + conv2(silu(norm2(conv1(silu(norm1(x))) + proj(silu(temb)))))) / scale`, with a 1x1
@@ -59,15 +59,15 @@ impl<B: Backend> ResnetBlock2D<B> {
     ///
     /// `temb` is ignored by blocks built without a time embedding.
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
-        let mut h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
+        let mut h = conv_forward(&self.conv1, self.norm1.forward_silu(x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             h = h + proj
                 .forward(silu(temb.clone()))
                 .unsqueeze_dims::<4>(&[2, 3]);
         }
-        let h = self.conv2.forward(self.norm2.forward_silu(h));
+        let h = conv_forward(&self.conv2, self.norm2.forward_silu(h));
         let shortcut = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv_forward(conv, x),
             None => x,
         };
         let out = shortcut + h;
@@ -99,7 +99,7 @@ impl<B: Backend> Downsample2D<B> {
     /// # Shapes
     /// - x: `[batch, c, h, w]` -> `[batch, c, ceil(h / 2), ceil(w / 2)]` (with padding 1)
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.conv.forward(x)
+        conv_forward(&self.conv, x)
     }
 }
 
@@ -148,6 +148,6 @@ impl<B: Backend> Upsample2D<B> {
             x.select(2, nearest_indices::<B>(h, size[0], &device))
                 .select(3, nearest_indices::<B>(w, size[1], &device))
         };
-        self.conv.forward(x)
+        conv_forward(&self.conv, x)
     }
 }

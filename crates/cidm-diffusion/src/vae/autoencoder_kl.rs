@@ -15,7 +15,7 @@ use super::distribution::DiagonalGaussian;
 use super::encoder::Encoder;
 use crate::error::{Error, Result};
 use crate::loading::{ModelDir, SafetensorsWeights, VarBuilder};
-use crate::nn::conv2d;
+use crate::nn::{conv2d, conv_forward};
 use crate::unet::config::memory_path;
 
 /// The KL-regularised autoencoder between images in `[-1, 1]` and latents.
@@ -123,7 +123,7 @@ impl<B: Backend> AutoencoderKL<B> {
         }
         let moments = self.encoder.forward(images);
         let moments = match &self.quant_conv {
-            Some(conv) => conv.forward(moments),
+            Some(conv) => conv_forward(conv, moments),
             None => moments,
         };
         DiagonalGaussian::from_moments(moments)
@@ -144,7 +144,7 @@ impl<B: Backend> AutoencoderKL<B> {
             )));
         }
         let z = match &self.post_quant_conv {
-            Some(conv) => conv.forward(z),
+            Some(conv) => conv_forward(conv, z),
             None => z,
         };
         Ok(self.decoder.forward(z))

@@ -10,7 +10,7 @@ use super::blocks::{UNetMidBlock2D, UpDecoderBlock2D, VAE_NORM_EPS};
 use super::config::AutoencoderKLConfig;
 use crate::error::Result;
 use crate::loading::VarBuilder;
-use crate::nn::{conv2d, group_norm, GroupNorm};
+use crate::nn::{conv2d, conv_forward, group_norm, GroupNorm};
 
 /// `conv_in` to the widest channels, the mid block, the up blocks (block widths reversed,
 /// `layers_per_block + 1` ResNets each), then norm, SiLU and `conv_out`.
@@ -85,9 +85,9 @@ impl<B: Backend> Decoder<B> {
     /// - latents: `[batch, latent_channels, h, w]`
     /// - output: `[batch, out_channels, f h, f w]` with `f` the downsample factor
     pub fn forward(&self, latents: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = self.conv_in.forward(latents);
+        let x = conv_forward(&self.conv_in, latents);
         let x = self.mid_block.forward(x);
         let x = self.up_blocks.iter().fold(x, |x, b| b.forward(x));
-        self.conv_out.forward(self.conv_norm_out.forward_silu(x))
+        conv_forward(&self.conv_out, self.conv_norm_out.forward_silu(x))
     }
 }

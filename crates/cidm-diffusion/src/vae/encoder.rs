@@ -11,7 +11,7 @@ use super::blocks::{DownEncoderBlock2D, UNetMidBlock2D, VAE_NORM_EPS};
 use super::config::AutoencoderKLConfig;
 use crate::error::Result;
 use crate::loading::VarBuilder;
-use crate::nn::{conv2d, group_norm, GroupNorm};
+use crate::nn::{conv2d, conv_forward, group_norm, GroupNorm};
 
 /// `conv_in`, the down blocks, the mid block, then norm, SiLU and `conv_out` to twice the
 /// latent channels (diffusers' `double_z=True`).
@@ -75,9 +75,9 @@ impl<B: Backend> Encoder<B> {
     /// - output: `[batch, 2 latent_channels, floor(h / f), floor(w / f)]` (floors taken once
     ///   per block)
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = self.conv_in.forward(images);
+        let x = conv_forward(&self.conv_in, images);
         let x = self.down_blocks.iter().fold(x, |x, b| b.forward(x));
         let x = self.mid_block.forward(x);
-        self.conv_out.forward(self.conv_norm_out.forward_silu(x))
+        conv_forward(&self.conv_out, self.conv_norm_out.forward_silu(x))
     }
 }

@@ -31,7 +31,7 @@ use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorMetadata};
 use rayon::prelude::*;
 
 use super::matmul::{matmul, Factor};
-use super::{contiguous, dispatch, exp, tensor, values, Declined, FlexKernel};
+use super::{contiguous, dispatch, exp, tensor, values, vectorized, Declined, FlexKernel};
 use crate::autodiff_node::{record_fused, register_fused};
 use crate::{Unfused, UnfusedReason};
 
@@ -165,13 +165,29 @@ fn forward(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32) -> 
 fn probabilities(p: &mut [f32], q: &[f32], k: &[f32], [n, len_k, dim]: [usize; 3], scale: f32) {
     let (q, k) = (Factor::Rows(q), Factor::Transposed(k));
     matmul(p, q, k, [n, dim, len_k], scale, false);
-    for row in p.chunks_mut(len_k) {
-        softmax_row(row);
+    vectorized(Softmax { rows: p, len_k });
+}
+
+/// The softmax of every row of `rows`, for [`vectorized`].
+struct Softmax<'a> {
+    rows: &'a mut [f32],
+    len_k: usize,
+}
+
+impl pulp::WithSimd for Softmax<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for row in self.rows.chunks_mut(self.len_k) {
+            softmax_row(row);
+        }
     }
 }
 
 /// `row = softmax(row)`, shifted by the row's maximum: three passes the compiler vectorises
 /// (the exponential is [`exp`], the maximum and the sum run in eight lanes).
+#[inline(always)]
 fn softmax_row(row: &mut [f32]) {
     let max = lanes(row, f32::NEG_INFINITY, |m, x| if x > m { x } else { m });
     for x in row.iter_mut() {
@@ -186,6 +202,7 @@ fn softmax_row(row: &mut [f32]) {
 /// `values` folded with `f` from `init`, in eight independent lanes (then the lanes and the
 /// remainder in order): for an associative `f` (a maximum; a sum, to rounding) the same as a
 /// fold, and free of the one long dependency chain that keeps a fold scalar.
+#[inline(always)]
 fn lanes(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [init; 8];
     let mut chunks = values.chunks_exact(8);

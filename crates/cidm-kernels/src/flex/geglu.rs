@@ -10,7 +10,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{backend::Backend, ops::FloatTensor, Shape, Tensor, TensorMetadata};
 use rayon::prelude::*;
 
-use super::{contiguous, dispatch, exp, tensor, values, Declined, FlexKernel};
+use super::{contiguous, dispatch, erf, exp, tensor, values, vectorized, Declined, FlexKernel};
 use crate::fused_ops::geglu::{self as node, GegluOps};
 use crate::GegluUnfused;
 
@@ -55,19 +55,11 @@ impl GegluOps for Flex {
         let rows = (TASK_VALUES / width).max(1);
         out.par_chunks_mut(rows * half)
             .zip(x.par_chunks(rows * width))
-            .for_each(|(out, x)| {
-                for (out, x) in out.chunks_mut(half).zip(x.chunks(width)) {
-                    let (hidden, gate) = x.split_at(half);
-                    for ((o, &h), &g) in out.iter_mut().zip(hidden).zip(gate) {
-                        *o = h * g * normal_cdf(g);
-                    }
-                }
-            });
+            .for_each(|(out, x)| vectorized(Forward { out, x, half }));
         tensor(out, Shape::new([shape[0], half]))
     }
 
-    /// `d hidden = dy * gelu(g)`, `d gate = dy * h * (Phi(g) + g * phi(g))`: GELU's exact
-    /// derivative, with `Phi` and `phi` the standard normal distribution and density.
+    /// One pass over rows in parallel ([`Backward`]).
     fn geglu_backward(x: FlexTensor, grad_out: FlexTensor) -> FlexTensor {
         let shape = x.shape();
         let [x, grad_out] = [x, grad_out].map(|t| contiguous(&t));
@@ -79,30 +71,73 @@ impl GegluOps for Flex {
         dx.par_chunks_mut(rows * width)
             .zip(x.par_chunks(rows * width))
             .zip(grad_out.par_chunks(rows * half))
-            .for_each(|((dx, x), dy)| {
-                let rows = dx
-                    .chunks_mut(width)
-                    .zip(x.chunks(width))
-                    .zip(dy.chunks(half));
-                for ((dx, x), dy) in rows {
-                    let (d_hidden, d_gate) = dx.split_at_mut(half);
-                    let (hidden, gate) = x.split_at(half);
-                    let values = d_hidden.iter_mut().zip(d_gate).zip(hidden).zip(gate);
-                    for ((((dh, dg), &h), &g), &d) in values.zip(dy) {
-                        let cdf = normal_cdf(g);
-                        *dh = d * g * cdf;
-                        *dg = d * h * (cdf + g * FRAC_1_SQRT_2PI * exp(-0.5 * g * g));
-                    }
-                }
-            });
+            .for_each(|((dx, x), dy)| vectorized(Backward { dx, x, dy, half }));
         tensor(dx, shape)
     }
 }
 
-/// `Phi(g) = (1 + erf(g / sqrt 2)) / 2`, so that `gelu(g) = g * Phi(g)` exactly (diffusers'
-/// GEGLU uses the erf GELU).
+/// The output of a run of rows `x` (`[rows, 2 half]`) into `out` (`[rows, half]`), for
+/// [`vectorized`].
+struct Forward<'a> {
+    out: &'a mut [f32],
+    x: &'a [f32],
+    half: usize,
+}
+
+impl pulp::WithSimd for Forward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let Self { out, x, half } = self;
+        for (out, x) in out.chunks_mut(half).zip(x.chunks(2 * half)) {
+            let (hidden, gate) = x.split_at(half);
+            for ((o, &h), &g) in out.iter_mut().zip(hidden).zip(gate) {
+                *o = h * g * normal_cdf(g);
+            }
+        }
+    }
+}
+
+/// x's gradient `dx` of a run of rows `x` from the output's gradient `dy`, for
+/// [`vectorized`]: `d hidden = dy * gelu(g)`, `d gate = dy * h * (Phi(g) + g * phi(g))`,
+/// GELU's exact derivative, with `Phi` and `phi` the standard normal distribution and
+/// density.
+struct Backward<'a> {
+    dx: &'a mut [f32],
+    x: &'a [f32],
+    dy: &'a [f32],
+    half: usize,
+}
+
+impl pulp::WithSimd for Backward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let Self { dx, x, dy, half } = self;
+        let rows = dx
+            .chunks_mut(2 * half)
+            .zip(x.chunks(2 * half))
+            .zip(dy.chunks(half));
+        for ((dx, x), dy) in rows {
+            let (d_hidden, d_gate) = dx.split_at_mut(half);
+            let (hidden, gate) = x.split_at(half);
+            let values = d_hidden.iter_mut().zip(d_gate).zip(hidden).zip(gate);
+            for ((((dh, dg), &h), &g), &d) in values.zip(dy) {
+                let cdf = normal_cdf(g);
+                *dh = d * g * cdf;
+                *dg = d * h * (cdf + g * FRAC_1_SQRT_2PI * exp(-0.5 * g * g));
+            }
+        }
+    }
+}
+
+/// `Phi(g) = (1 + erf(g / sqrt 2)) / 2`, so that `gelu(g) = g * Phi(g)` (diffusers' GEGLU uses
+/// the erf GELU), with [`erf`]'s polynomial, as PyTorch's vectorised CPU GELU.
+#[inline(always)]
 fn normal_cdf(g: f32) -> f32 {
-    0.5 * (1.0 + libm::erff(g * FRAC_1_SQRT_2))
+    0.5 * (1.0 + erf(g * FRAC_1_SQRT_2))
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorMetadata};
 use rayon::prelude::*;
 
 use super::{
-    contiguous, dispatch, sigmoid, sum_f64, tensor, values, Declined, FlexKernel, Moments,
+    contiguous, dispatch, sigmoid, sum_f64, tensor, values, vectorized, Declined, FlexKernel,
+    Moments,
 };
 use crate::autodiff_node::NormGrads;
 use crate::fused_ops::group_norm::{self as node, GroupNormOps, GroupNormParams};
@@ -141,24 +142,61 @@ fn forward(
         .zip(x.par_chunks(layout.block()))
         .enumerate()
         .map(|(block, (out, x))| {
-            let moments = Moments::of(x, params.epsilon);
             let first = (block % layout.groups) * layout.per_group();
-            let channels = out.chunks_mut(layout.spatial).zip(x.chunks(layout.spatial));
-            for (channel, (out, x)) in (first..).zip(channels) {
-                let (scale, shift) = (moments.rstd * gamma[channel], beta[channel]);
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = moments.centre(v) * scale + shift;
-                }
-                if params.silu {
-                    for o in out.iter_mut() {
-                        *o *= sigmoid(*o);
-                    }
-                }
-            }
-            moments
+            let (gamma, beta) = (&gamma[first..], &beta[first..]);
+            vectorized(BlockForward {
+                out,
+                x,
+                gamma,
+                beta,
+                spatial: layout.spatial,
+                params,
+            })
         })
         .collect();
     (out, stats)
+}
+
+/// One block of [`forward`], for [`vectorized`]: its statistics, then its channels
+/// normalised, scaled (`gamma`, from the block's first channel), shifted (`beta`) and, with
+/// `silu`, activated.
+struct BlockForward<'a> {
+    out: &'a mut [f32],
+    x: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    spatial: usize,
+    params: GroupNormParams,
+}
+
+impl pulp::WithSimd for BlockForward<'_> {
+    type Output = Moments;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Moments {
+        let Self {
+            out,
+            x,
+            gamma,
+            beta,
+            spatial,
+            params,
+        } = self;
+        let moments = Moments::of(x, params.epsilon);
+        let channels = out.chunks_mut(spatial).zip(x.chunks(spatial));
+        for ((out, x), (&gamma, &beta)) in channels.zip(gamma.iter().zip(beta)) {
+            let scale = moments.rstd * gamma;
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = moments.centre(v) * scale + beta;
+            }
+            if params.silu {
+                for o in out.iter_mut() {
+                    *o *= sigmoid(*o);
+                }
+            }
+        }
+        moments
+    }
 }
 
 /// What the backward reads, all contiguous.
@@ -185,7 +223,15 @@ fn backward(inputs: &Inputs, layout: Layout, silu: bool) -> (Vec<f32>, Vec<f32>,
         .zip(inputs.grad_out.par_chunks(block))
         .enumerate()
         .map(|(index, ((dx, x), grad_out))| {
-            block_backward(inputs, layout, silu, index, dx, x, grad_out)
+            vectorized(BlockBackward {
+                inputs,
+                layout,
+                silu,
+                index,
+                dx,
+                x,
+                grad_out,
+            })
         })
         .collect();
     let mut dgamma = vec![0.0f64; layout.channels];
@@ -201,8 +247,38 @@ fn backward(inputs: &Inputs, layout: Layout, silu: bool) -> (Vec<f32>, Vec<f32>,
     (dx, narrow(dgamma), narrow(dbeta))
 }
 
-/// One block's part of [`backward`]: writes its dx, returns `[sum(dz xhat), sum(dz)]` per
-/// channel.
+/// One block's part of [`backward`], for [`vectorized`]: writes its dx, returns
+/// `[sum(dz xhat), sum(dz)]` per channel.
+struct BlockBackward<'a> {
+    inputs: &'a Inputs<'a>,
+    layout: Layout,
+    silu: bool,
+    index: usize,
+    dx: &'a mut [f32],
+    x: &'a [f32],
+    grad_out: &'a [f32],
+}
+
+impl pulp::WithSimd for BlockBackward<'_> {
+    type Output = Vec<[f64; 2]>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<[f64; 2]> {
+        let Self {
+            inputs,
+            layout,
+            silu,
+            index,
+            dx,
+            x,
+            grad_out,
+        } = self;
+        block_backward(inputs, layout, silu, index, dx, x, grad_out)
+    }
+}
+
+/// The body of [`BlockBackward`].
+#[inline(always)]
 fn block_backward(
     inputs: &Inputs,
     layout: Layout,

@@ -1,5 +1,7 @@
-//! One thread's matrix product over slices, for loops that parallelise over blocks themselves
-//! (the attention's blocks of query rows): the `gemm` crate, which Flex's own matmul runs on.
+//! Matrix products over slices, for loops that own their blocks: the `gemm` crate, which
+//! Flex's own matmul runs on. [`matmul`] runs on the calling thread, for loops that
+//! parallelise over blocks themselves (the attention's blocks of query rows); [`product`]
+//! takes strided views and may use rayon's pool itself (the convolution's tiles).
 
 /// A factor of [`matmul`]: its values, and whether they are the factor itself (row-major)
 /// or its transpose (row-major, multiplied as `A^T`).
@@ -11,18 +13,12 @@ pub(super) enum Factor<'a> {
     Transposed(&'a [f32]),
 }
 
-impl Factor<'_> {
-    fn values(&self) -> &[f32] {
+impl<'a> Factor<'a> {
+    /// The factor as the `[rows, columns]` view of its values.
+    fn view(self, rows: usize, columns: usize) -> View<'a> {
         match self {
-            Factor::Rows(values) | Factor::Transposed(values) => values,
-        }
-    }
-
-    /// `(column stride, row stride)` in elements of the `[rows, columns]` factor.
-    fn strides(&self, rows: usize, columns: usize) -> (isize, isize) {
-        match self {
-            Factor::Rows(_) => (1, columns as isize),
-            Factor::Transposed(_) => (rows as isize, 1),
+            Factor::Rows(values) => View::rows(values, rows, columns),
+            Factor::Transposed(values) => View::transposed(values, rows, columns),
         }
     }
 }
@@ -32,8 +28,7 @@ impl Factor<'_> {
 ///
 /// # Panics
 /// When a slice's length is not the product of its dimensions: the callers slice their
-/// buffers by these dimensions, so a mismatch is a bug there, and the check is what keeps
-/// the product inside the slices.
+/// buffers by these dimensions, so a mismatch is a bug there.
 pub(super) fn matmul(
     dst: &mut [f32],
     lhs: Factor,
@@ -42,52 +37,174 @@ pub(super) fn matmul(
     alpha: f32,
     accumulate: bool,
 ) {
-    let (lhs_len, rhs_len) = (lhs.values().len(), rhs.values().len());
+    let (lhs_len, rhs_len) = (lhs.view(m, k).values.len(), rhs.view(k, n).values.len());
     assert!(
         dst.len() == m * n && lhs_len == m * k && rhs_len == k * n,
         "matmul of [{m}, {k}] by [{k}, {n}] on slices of {lhs_len}, {rhs_len} and {} values",
         dst.len()
     );
+    let dst = ViewMut::rows(dst, m, n, n);
+    product(
+        dst,
+        lhs.view(m, k),
+        rhs.view(k, n),
+        alpha,
+        accumulate,
+        false,
+    );
+}
+
+/// A `[rows, columns]` matrix read from a slice: element `(i, j)` at `i * row_stride + j *
+/// column_stride`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct View<'a> {
+    values: &'a [f32],
+    rows: usize,
+    columns: usize,
+    row_stride: usize,
+    column_stride: usize,
+}
+
+impl<'a> View<'a> {
+    /// The matrix stored row-major, `row_stride` values apart (`columns` for dense rows).
+    pub(super) fn strided(values: &'a [f32], rows: usize, columns: usize, stride: usize) -> Self {
+        Self {
+            values,
+            rows,
+            columns,
+            row_stride: stride,
+            column_stride: 1,
+        }
+    }
+
+    /// The matrix stored row-major with dense rows.
+    pub(super) fn rows(values: &'a [f32], rows: usize, columns: usize) -> Self {
+        Self::strided(values, rows, columns, columns)
+    }
+
+    /// The matrix whose transpose `[columns, rows]` is stored row-major with dense rows.
+    pub(super) fn transposed(values: &'a [f32], rows: usize, columns: usize) -> Self {
+        Self {
+            values,
+            rows,
+            columns,
+            row_stride: 1,
+            column_stride: rows,
+        }
+    }
+
+    /// Whether every element lies inside the slice.
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.columns == 0
+            || (self.rows - 1) * self.row_stride + (self.columns - 1) * self.column_stride
+                < self.values.len()
+    }
+}
+
+/// A `[rows, columns]` matrix written into a slice, row-major with rows `row_stride >=
+/// columns` values apart, so that no two elements share a value.
+#[derive(Debug)]
+pub(super) struct ViewMut<'a> {
+    values: &'a mut [f32],
+    rows: usize,
+    columns: usize,
+    row_stride: usize,
+}
+
+impl<'a> ViewMut<'a> {
+    /// The matrix stored row-major, `row_stride` values apart.
+    pub(super) fn rows(values: &'a mut [f32], rows: usize, columns: usize, stride: usize) -> Self {
+        Self {
+            values,
+            rows,
+            columns,
+            row_stride: stride,
+        }
+    }
+
+    /// Whether every element lies inside the slice, each at its own place.
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.columns == 0
+            || (self.row_stride >= self.columns
+                && (self.rows - 1) * self.row_stride + self.columns <= self.values.len())
+    }
+}
+
+/// `dst = alpha * lhs rhs`, or with `accumulate` `dst += alpha * lhs rhs`, over strided views;
+/// with `parallel`, on rayon's pool (gemm splits the product between its threads), else on
+/// the calling thread.
+///
+/// # Panics
+/// When the views' dimensions do not chain (`lhs` `[m, k]`, `rhs` `[k, n]`, `dst` `[m, n]`)
+/// or a view reaches outside its slice: the callers build the views from their buffers'
+/// dimensions, so either is a bug there, and the check is what keeps the product inside
+/// the slices.
+pub(super) fn product(
+    dst: ViewMut,
+    lhs: View,
+    rhs: View,
+    alpha: f32,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let (m, k, n) = (lhs.rows, lhs.columns, rhs.columns);
+    assert!(
+        rhs.rows == k && dst.rows == m && dst.columns == n,
+        "product of [{m}, {k}] by [{}, {n}] into [{}, {}]",
+        rhs.rows,
+        dst.rows,
+        dst.columns
+    );
+    assert!(
+        lhs.fits() && rhs.fits() && dst.fits(),
+        "product of [{m}, {k}] by [{k}, {n}] reaches outside its slices"
+    );
     if m == 0 || n == 0 {
         return;
     }
-    let (lhs_cs, lhs_rs) = lhs.strides(m, k);
-    let (rhs_cs, rhs_rs) = rhs.strides(k, n);
-    // SAFETY: with the lengths checked above, every element `gemm` reads, `lhs` at
-    // `i * lhs_rs + l * lhs_cs` (`i * k + l` or `l * m + i`), `rhs` at `l * rhs_rs + j *
-    // rhs_cs` (`l * n + j` or `j * k + l`) and `dst` at `i * n + j`, and every one it writes,
-    // `dst[i * n + j]`, for `i < m`, `j < n`, `l < k`, lies inside its slice; `dst` is
-    // borrowed mutably, so nothing else reads or writes it meanwhile. gemm computes
-    // `dst = a * dst + b * lhs rhs`, reading `dst` only when told to (`accumulate`, with
-    // `a = 1`).
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `fits` checked above that every element gemm reads, `lhs` at `i * lhs.row_stride
+    // + l * lhs.column_stride`, `rhs` at `l * rhs.row_stride + j * rhs.column_stride`, and
+    // every one it reads or writes, `dst` at `i * dst.row_stride + j`, for `i < m`, `j < n`,
+    // `l < k`, lies inside its slice, and that no two elements of `dst` share a value (its
+    // rows are at least `n` apart), so gemm's threads write disjoint values; `dst` is
+    // borrowed mutably, so nothing else reads or writes it meanwhile. gemm computes `dst = a
+    // * dst + b * lhs rhs`, reading `dst` only when told to (`accumulate`, with `a = 1`). The
+    // strides are below the slices' lengths, so they fit `isize`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.values.as_mut_ptr(),
             1,
-            n as isize,
+            dst.row_stride as isize,
             accumulate,
-            lhs.values().as_ptr(),
-            lhs_cs,
-            lhs_rs,
-            rhs.values().as_ptr(),
-            rhs_cs,
-            rhs_rs,
+            lhs.values.as_ptr(),
+            lhs.column_stride as isize,
+            lhs.row_stride as isize,
+            rhs.values.as_ptr(),
+            rhs.column_stride as isize,
+            rhs.row_stride as isize,
             1.0,
             alpha,
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{matmul, Factor};
+    use super::{matmul, product, Factor, View, ViewMut};
 
     /// `[[1, 2, 3], [4, 5, 6]]` times `[[1, 0], [0, 1], [1, 1]]` is `[[4, 5], [10, 11]]`, with
     /// either factor given as its transpose; `alpha` scales the product, and `accumulate`
@@ -108,11 +225,37 @@ mod tests {
         assert_eq!(dst, [3.0, 3.5, 6.0, 6.5]);
     }
 
+    /// The same product with the factors and the result as blocks of wider rows (the
+    /// convolution's tiles): only the block's values change, in parallel as on one thread.
+    #[test]
+    fn strided_blocks() {
+        // lhs [[1, 2, 3], [4, 5, 6]] in rows of 4; rhs [[1, 0], [0, 1], [1, 1]] in rows of 3.
+        let lhs = [1.0, 2.0, 3.0, -1.0, 4.0, 5.0, 6.0, -1.0];
+        let rhs = [1.0, 0.0, -1.0, 0.0, 1.0, -1.0, 1.0, 1.0, -1.0];
+        for parallel in [false, true] {
+            let mut dst = [7.0f32; 6];
+            let view = ViewMut::rows(&mut dst, 2, 2, 3);
+            let (a, b) = (View::strided(&lhs, 2, 3, 4), View::strided(&rhs, 3, 2, 3));
+            product(view, a, b, 1.0, false, parallel);
+            assert_eq!(dst, [4.0, 5.0, 7.0, 10.0, 11.0, 7.0]);
+        }
+    }
+
     #[test]
     #[should_panic(expected = "matmul of [2, 3] by [3, 2]")]
     fn wrong_lengths_are_refused() {
         let mut dst = [0.0f32; 4];
         let (lhs, rhs) = (Factor::Rows(&[0.0; 6]), Factor::Rows(&[0.0; 5]));
         matmul(&mut dst, lhs, rhs, [2, 3, 2], 1.0, false);
+    }
+
+    /// A view whose last row runs past its slice, or a result whose rows overlap.
+    #[test]
+    #[should_panic(expected = "reaches outside its slices")]
+    fn views_outside_their_slices_are_refused() {
+        let mut dst = [0.0f32; 4];
+        let view = ViewMut::rows(&mut dst, 2, 2, 1);
+        let (a, b) = (View::rows(&[0.0; 6], 2, 3), View::rows(&[0.0; 6], 3, 2));
+        product(view, a, b, 1.0, false, false);
     }
 }

@@ -10,6 +10,7 @@
 //! independent blocks (rayon, Flex's own thread pool), with sums in f64.
 
 mod attention;
+mod conv;
 mod geglu;
 mod group_norm;
 mod layer_norm;
@@ -18,6 +19,7 @@ mod matmul;
 mod testing;
 
 pub(crate) use attention::run as attention;
+pub(crate) use conv::{fused as fused_conv2d, ConvParams};
 pub(crate) use geglu::fused as fused_geglu;
 pub(crate) use group_norm::fused as fused_group_norm;
 pub(crate) use layer_norm::fused as fused_layer_norm;
@@ -121,6 +123,7 @@ fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
 
 /// `sum(term(i) for i in 0..len)` in f64, each term rounded to f32 only by its own
 /// arithmetic, in eight independent lanes rather than one chain of dependent additions.
+#[inline(always)]
 fn sum_f64(len: usize, term: impl Fn(usize) -> f32) -> f64 {
     let mut lanes = [0.0f64; 8];
     let mut i = 0;
@@ -151,6 +154,7 @@ struct Moments {
 
 impl Moments {
     /// The biased variance of the centred values: two passes, no cancellation.
+    #[inline(always)]
     fn of(values: &[f32], epsilon: f32) -> Self {
         let n = values.len() as f64;
         let mean = sum_f64(values.len(), |i| values[i]) / n;
@@ -163,6 +167,7 @@ impl Moments {
     }
 
     /// `v - mean`.
+    #[inline(always)]
     fn centre(&self, v: f32) -> f32 {
         (v - self.hi) - self.lo
     }
@@ -187,8 +192,20 @@ impl Moments {
     }
 }
 
+/// `op` compiled for the widest vector instructions the CPU has (AVX2 and FMA, or AVX-512),
+/// chosen at run time. The crate is built for baseline x86-64, whose vectors are SSE2's four
+/// lanes: the loops of [`exp`], [`erf`] and the softmax vectorise, but at that width. The
+/// loops must be in `op`'s `with_simd`, marked `#[inline(always)]` like the helpers it calls,
+/// so that they are compiled inside pulp's function for those instructions (a closure's body
+/// is compiled apart, for the baseline). No fused multiply-add is formed where the code does
+/// not ask for one, so the results are the same bits on every CPU.
+fn vectorized<Op: pulp::WithSimd>(op: Op) -> Op::Output {
+    pulp::Arch::new().dispatch(op)
+}
+
 /// `1 / (1 + exp(-x))`, saturating cleanly: 1 for large x, `exp(x)` down to 0 for very
 /// negative x (through [`exp`]'s clamped range).
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
@@ -200,6 +217,7 @@ fn sigmoid(x: f32) -> f32 {
 /// above 88.3 it stays at `e^88.3` (about 2.1e38) instead of overflowing to infinity.
 /// `expf` was, with its call and the spills around it, a sixth of a UNet step on the CPU (the
 /// attention's softmax); PyTorch's CPU kernels use a polynomial too.
+#[inline(always)]
 fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in two: the first with few mantissa bits, so that `n * LN2_HI` is exact.
@@ -229,9 +247,48 @@ fn exp(x: f32) -> f32 {
     }
 }
 
+/// The error function, Abramowitz and Stegun's 7.1.26 (`1 - t (a1 + t (a2 + ...)) e^(-x^2)`
+/// with `t = 1 / (1 + p |x|)`, odd), within 8e-7 of the exact value (tested against f64: the
+/// formula's own error is 1.5e-7, and near 0, where `1` and the product nearly cancel, f32
+/// rounding adds up to 6e-7; in GELU's `(1 + erf) / 2`, around 1/2 there, that is 3e-7):
+/// the approximation PyTorch's vectorised CPU `erf` uses, without a call into libm, so that
+/// GEGLU's loops vectorise (libm's `erff` was most of their time).
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_7,
+        -1.453_152_1,
+        1.061_405_4,
+    ];
+    let a = x.abs();
+    let t = 1.0 / (1.0 + P * a);
+    let poly = ((((A[4] * t + A[3]) * t + A[2]) * t + A[1]) * t + A[0]) * t;
+    let value = 1.0 - poly * exp(-a * a);
+    value.copysign(x)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::exp;
+    use super::{erf, exp};
+
+    /// Within 8e-7 of f64's erf (libm's) at a million points over [-6, 6] (0 among them), odd,
+    /// and 1 beyond 4 (to f32's resolution there).
+    #[test]
+    fn erf_is_within_8e_7() {
+        let steps = 1_000_000;
+        for i in 0..=steps {
+            let x = -6.0 + 12.0 * i as f32 / steps as f32;
+            let want = libm::erf(f64::from(x));
+            let got = f64::from(erf(x));
+            assert!((got - want).abs() < 8e-7, "erf({x}) = {got}, want {want}");
+            assert_eq!(erf(-x), -erf(x));
+        }
+        assert_eq!(erf(4.5), 1.0);
+        assert_eq!(erf(f32::INFINITY), 1.0);
+    }
 
     /// Within 2 ulp (2.4e-7 relative) of f64's `exp` at a million points over [-87.3, 88.3],
     /// exact at 0, 0 below the range and finite above it.
