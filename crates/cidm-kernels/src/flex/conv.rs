@@ -29,7 +29,7 @@ use super::{contiguous, dispatch, sum_f64, tensor, values, Declined, FlexKernel}
 use crate::autodiff_node::{record_fused, register_fused};
 use crate::ConvUnfused;
 
-/// Values of one tile of gathered patches (4 MiB): the tiles are whole rows of the output,
+/// Values of one tile of gathered patches (16 MiB): the tiles are whole rows of the output,
 /// as many as fit, at least one.
 const TILE_VALUES: usize = 1 << 22;
 

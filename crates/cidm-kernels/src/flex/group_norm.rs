@@ -273,67 +273,53 @@ impl pulp::WithSimd for BlockBackward<'_> {
             x,
             grad_out,
         } = self;
-        block_backward(inputs, layout, silu, index, dx, x, grad_out)
-    }
-}
-
-/// The body of [`BlockBackward`].
-#[inline(always)]
-fn block_backward(
-    inputs: &Inputs,
-    layout: Layout,
-    silu: bool,
-    index: usize,
-    dx: &mut [f32],
-    x: &[f32],
-    grad_out: &[f32],
-) -> Vec<[f64; 2]> {
-    let moments = Moments::read(inputs.mean, inputs.rstd, index);
-    let rstd = moments.rstd;
-    let first = (index % layout.groups) * layout.per_group();
-    let spatial = layout.spatial;
-    // dz into dx, and its sums per channel.
-    let mut sums = Vec::with_capacity(layout.per_group());
-    for (c, ((dz, x), grad_out)) in dx
-        .chunks_mut(spatial)
-        .zip(x.chunks(spatial))
-        .zip(grad_out.chunks(spatial))
-        .enumerate()
-    {
-        let channel = first + c;
-        dz.copy_from_slice(grad_out);
-        if silu {
-            let (scale, shift) = (rstd * inputs.gamma[channel], inputs.beta[channel]);
-            for (dz, &v) in dz.iter_mut().zip(x) {
-                let y = moments.centre(v) * scale + shift;
-                let s = sigmoid(y);
-                *dz *= s * (1.0 + y * (1.0 - s));
+        let moments = Moments::read(inputs.mean, inputs.rstd, index);
+        let rstd = moments.rstd;
+        let first = (index % layout.groups) * layout.per_group();
+        let spatial = layout.spatial;
+        // dz into dx, and its sums per channel.
+        let mut sums = Vec::with_capacity(layout.per_group());
+        for (c, ((dz, x), grad_out)) in dx
+            .chunks_mut(spatial)
+            .zip(x.chunks(spatial))
+            .zip(grad_out.chunks(spatial))
+            .enumerate()
+        {
+            let channel = first + c;
+            dz.copy_from_slice(grad_out);
+            if silu {
+                let (scale, shift) = (rstd * inputs.gamma[channel], inputs.beta[channel]);
+                for (dz, &v) in dz.iter_mut().zip(x) {
+                    let y = moments.centre(v) * scale + shift;
+                    let s = sigmoid(y);
+                    *dz *= s * (1.0 + y * (1.0 - s));
+                }
+            }
+            let dz: &[f32] = dz;
+            let dz_xhat = sum_f64(spatial, |i| dz[i] * moments.centre(x[i])) * f64::from(rstd);
+            sums.push([dz_xhat, sum_f64(spatial, |i| dz[i])]);
+        }
+        let n = layout.block() as f64;
+        let gamma_of = |c: usize| f64::from(inputs.gamma[first + c]);
+        let m1 = (sums.iter().enumerate())
+            .map(|(c, [_, dz])| gamma_of(c) * dz)
+            .sum::<f64>()
+            / n;
+        let m2 = (sums.iter().enumerate())
+            .map(|(c, [dz_xhat, _])| gamma_of(c) * dz_xhat)
+            .sum::<f64>()
+            / n;
+        let (m1, m2) = (m1 as f32, m2 as f32);
+        let channels = dx.chunks_mut(spatial).zip(x.chunks(spatial));
+        for (channel, (dx, x)) in (first..).zip(channels) {
+            let gamma = inputs.gamma[channel];
+            for (dx, &v) in dx.iter_mut().zip(x) {
+                let xhat = moments.centre(v) * rstd;
+                *dx = rstd * (gamma * *dx - m1 - xhat * m2);
             }
         }
-        let dz: &[f32] = dz;
-        let dz_xhat = sum_f64(spatial, |i| dz[i] * moments.centre(x[i])) * f64::from(rstd);
-        sums.push([dz_xhat, sum_f64(spatial, |i| dz[i])]);
+        sums
     }
-    let n = layout.block() as f64;
-    let gamma_of = |c: usize| f64::from(inputs.gamma[first + c]);
-    let m1 = (sums.iter().enumerate())
-        .map(|(c, [_, dz])| gamma_of(c) * dz)
-        .sum::<f64>()
-        / n;
-    let m2 = (sums.iter().enumerate())
-        .map(|(c, [dz_xhat, _])| gamma_of(c) * dz_xhat)
-        .sum::<f64>()
-        / n;
-    let (m1, m2) = (m1 as f32, m2 as f32);
-    let channels = dx.chunks_mut(spatial).zip(x.chunks(spatial));
-    for (channel, (dx, x)) in (first..).zip(channels) {
-        let gamma = inputs.gamma[channel];
-        for (dx, &v) in dx.iter_mut().zip(x) {
-            let xhat = moments.centre(v) * rstd;
-            *dx = rstd * (gamma * *dx - m1 - xhat * m2);
-        }
-    }
-    sums
 }
 
 #[cfg(test)]
