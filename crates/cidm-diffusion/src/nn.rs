@@ -73,19 +73,28 @@ pub fn conv2d<B: Backend>(
 /// convolution re-lays out the weight on one thread on every call), else as
 /// `Conv2d::forward` runs it (burn's convolution: the GPU backends, NdArray, f16).
 pub fn conv_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
+    let Some(options) = conv_options(conv) else {
         return conv.forward(x);
     };
-    let options = PaddedConvOptions::asymmetric(
+    let bias = conv.bias.as_ref().map(|bias| bias.val());
+    cidm_kernels::fused_conv2d(&x, &conv.weight.val(), bias.as_ref(), &options)
+        .unwrap_or_else(|_| conv.forward(x))
+}
+
+/// The options [`conv_forward`] gives `cidm_kernels::fused_conv2d` for `conv`: its explicit
+/// padding (top, left before; bottom, right after), stride, dilation and groups; `None` for
+/// `Same` and `Valid` padding, which only burn's layer resolves.
+pub fn conv_options<B: Backend>(conv: &Conv2d<B>) -> Option<PaddedConvOptions<2>> {
+    let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
+        return None;
+    };
+    Some(PaddedConvOptions::asymmetric(
         conv.stride,
         [top, left],
         [bottom, right],
         conv.dilation,
         conv.groups,
-    );
-    let bias = conv.bias.as_ref().map(|bias| bias.val());
-    cidm_kernels::fused_conv2d(&x, &conv.weight.val(), bias.as_ref(), &options)
-        .unwrap_or_else(|_| conv.forward(x))
+    ))
 }
 
 /// The convolution weight `name` of shape `shape` (`[out, in, kh, kw]`), as a parameter laid

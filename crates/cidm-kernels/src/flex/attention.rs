@@ -371,6 +371,29 @@ mod tests {
     use burn::tensor::ops::AttentionModuleOptions;
     use burn::tensor::{FloatDType, TensorPrimitive};
     use proptest::prelude::*;
+    use pulp::WithSimd;
+
+    /// The softmax compiled for the CPU's widest vectors (`vectorized`) gives the same bits
+    /// as compiled for baseline x86-64 (pulp's scalar path), on scores from -80 to 80 in rows
+    /// of 77 (a remainder past the eight lanes).
+    #[test]
+    fn wide_vectors_give_the_same_bits() {
+        let scores: Vec<f32> = (0..77 * 40)
+            .map(|i| ((i * 37) % 1601) as f32 / 10.0 - 80.0)
+            .collect();
+        let (mut wide, mut base) = (scores.clone(), scores);
+        vectorized(Softmax {
+            rows: &mut wide,
+            len_k: 77,
+        });
+        Softmax {
+            rows: &mut base,
+            len_k: 77,
+        }
+        .with_simd(pulp::Scalar);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&wide), bits(&base));
+    }
 
     /// Output and gradients of `attention`, through the node (`budget` scores per block) or
     /// through burn's composed attention (the reference).

@@ -85,20 +85,30 @@ impl FlexKernel<3> for FlexConv {
             params,
             TILE_VALUES,
         );
+        // x is kept only for a trained weight's gradient: with a frozen one (LoRA
+        // training) the node would otherwise hold every convolution's input until its
+        // backward.
+        let weight_tracked = !weight.node.requirement.is_none();
         record_fused(
             ConvBackward,
             [x, weight, bias],
             out,
-            |[x, weight, _bias], _| Saved { x, weight, params },
+            |[x, weight, _bias], _| Saved {
+                x_shape: x.shape(),
+                x: weight_tracked.then_some(x),
+                weight,
+                params,
+            },
         )
     }
 }
 
-/// What the backward needs: the input (for the weight's gradient and the shapes) and the
-/// weight (for the input's).
+/// What the backward needs: x's shape, x itself where the weight is trained (for its
+/// gradient), and the weight (for x's).
 #[derive(Debug, Clone)]
 struct Saved {
-    x: FlexTensor,
+    x_shape: Shape,
+    x: Option<FlexTensor>,
     weight: FlexTensor,
     params: ConvParams,
 }
@@ -355,26 +365,32 @@ fn backward(
     [x_tracked, weight_tracked, bias_tracked]: [bool; 3],
     tile_values: usize,
 ) -> [Option<FlexTensor>; 3] {
-    let x_shape = saved.x.shape();
-    let g = Geometry::new(&x_shape, &saved.weight.shape(), saved.params, tile_values);
-    let [x, weight, grad_out] = [&saved.x, &saved.weight, grad_out].map(contiguous);
-    let (x, weight, dy) = (values(&x), values(&weight), values(&grad_out));
-    let (patch, plane) = (g.patch(), g.out_plane());
-    let mut dx = x_tracked.then(|| vec![0.0f32; x.len()]);
-    let mut dw = weight_tracked.then(|| vec![0.0f32; weight.len()]);
+    let g = Geometry::new(
+        &saved.x_shape,
+        &saved.weight.shape(),
+        saved.params,
+        tile_values,
+    );
+    let [weight, grad_out] = [&saved.weight, grad_out].map(contiguous);
+    let (weight, dy) = (values(&weight), values(&grad_out));
+    // x was saved only if the weight was tracked then, which is when it is now.
+    let x = saved.x.as_ref().filter(|_| weight_tracked).map(contiguous);
+    let x = x.as_ref().map(values);
+    let (patch, plane, in_len) = (g.patch(), g.out_plane(), g.c_in * g.in_plane());
+    let mut dx = x_tracked.then(|| vec![0.0f32; g.batch * in_len]);
+    let mut dw = x.map(|_| vec![0.0f32; weight.len()]);
     let weight_t = View::transposed(weight, patch, g.c_out);
     // One tile for x's gradient, one for the patches of the weight's.
-    let tiles = usize::from(x_tracked) + usize::from(weight_tracked);
+    let tiles = usize::from(x_tracked) + usize::from(dw.is_some());
     with_scratch(tiles * g.tile_len(), |scratch| {
         let (d_tile, x_tile) = scratch.split_at_mut(if x_tracked { g.tile_len() } else { 0 });
         for sample in 0..g.batch {
-            let x = &x[sample * g.c_in * g.in_plane()..][..g.c_in * g.in_plane()];
             let dy = &dy[sample * g.c_out * plane..][..g.c_out * plane];
             for rows in g.tiles() {
                 let (start, len) = (rows.start * g.output[1], rows.len() * g.output[1]);
                 let dy_rows = View::strided(&dy[start..], g.c_out, len, plane);
                 if let Some(dx) = &mut dx {
-                    let dx = &mut dx[sample * x.len()..][..x.len()];
+                    let dx = &mut dx[sample * in_len..][..in_len];
                     if g.pointwise() {
                         let dst = ViewMut::rows(&mut dx[start..], patch, len, g.in_plane());
                         product(dst, weight_t, dy_rows, 1.0, false, true);
@@ -385,7 +401,8 @@ fn backward(
                         g.scatter_add(d_tile, rows.clone(), dx);
                     }
                 }
-                if let Some(dw) = &mut dw {
+                if let (Some(dw), Some(x)) = (&mut dw, x) {
+                    let x = &x[sample * in_len..][..in_len];
                     let patches = if g.pointwise() {
                         View::transposed(&x[start..], len, patch)
                     } else {
@@ -413,7 +430,7 @@ fn backward(
         tensor(sums, [g.c_out])
     });
     [
-        dx.map(|dx| tensor(dx, x_shape)),
+        dx.map(|dx| tensor(dx, saved.x_shape.clone())),
         dw.map(|dw| tensor(dw, saved.weight.shape())),
         db,
     ]
@@ -424,7 +441,7 @@ mod tests {
     use burn::backend::Flex;
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::{ConvOptions, PadMode};
-    use burn::tensor::{DType, FloatDType, Tensor};
+    use burn::tensor::{DType, FloatDType, Tensor, TensorMetadata};
     use proptest::prelude::*;
 
     use super::{backward, forward, fused, ConvParams, Saved};
@@ -552,7 +569,8 @@ mod tests {
             let run = |tile_values| {
                 let out = forward(&x, &weight, &bias, params, tile_values);
                 let saved = Saved {
-                    x: x.clone(),
+                    x_shape: x.shape(),
+                    x: Some(x.clone()),
                     weight: weight.clone(),
                     params,
                 };

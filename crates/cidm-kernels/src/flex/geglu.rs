@@ -146,7 +146,9 @@ mod tests {
     use burn::tensor::{activation, DType, FloatDType, Tensor};
     use proptest::prelude::*;
 
-    use super::fused;
+    use pulp::WithSimd;
+
+    use super::{fused, vectorized, Backward, Forward};
     use crate::flex::testing::{max_rel_err, normal, AB};
     use crate::GegluUnfused;
 
@@ -188,6 +190,47 @@ mod tests {
                 prop_assert!(err < 1e-5, "{name}: {err}");
             }
         }
+    }
+
+    /// Both passes compiled for the CPU's widest vectors (`vectorized`) give the same bits as
+    /// compiled for baseline x86-64 (pulp's scalar path): rows of 2 x 21 values (a remainder
+    /// past any vector width) from -6 to 6.
+    #[test]
+    fn wide_vectors_give_the_same_bits() {
+        let half = 21;
+        let x: Vec<f32> = (0..8 * 2 * half)
+            .map(|i| ((i * 53) % 241) as f32 / 20.0 - 6.0)
+            .collect();
+        let dy: Vec<f32> = x.iter().map(|v| 0.5 - v / 7.0).collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let (mut wide, mut base) = (vec![0.0; 8 * half], vec![0.0; 8 * half]);
+        vectorized(Forward {
+            out: &mut wide,
+            x: &x,
+            half,
+        });
+        Forward {
+            out: &mut base,
+            x: &x,
+            half,
+        }
+        .with_simd(pulp::Scalar);
+        assert_eq!(bits(&wide), bits(&base));
+        let (mut wide, mut base) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        vectorized(Backward {
+            dx: &mut wide,
+            x: &x,
+            dy: &dy,
+            half,
+        });
+        Backward {
+            dx: &mut base,
+            x: &x,
+            dy: &dy,
+            half,
+        }
+        .with_simd(pulp::Scalar);
+        assert_eq!(bits(&wide), bits(&base));
     }
 
     /// More rows than one parallel task takes (16384 values each): the same agreement.

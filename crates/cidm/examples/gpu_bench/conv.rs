@@ -9,11 +9,10 @@ use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{ConvOptions, PaddedConvOptions};
 use burn::tensor::{Distribution, Tensor};
 
 use cidm::backend::{self, Selected, Training};
-use cidm::diffusion::nn::conv_forward;
+use cidm::diffusion::nn::{conv_forward, conv_options};
 use cidm::kernels::{fused_conv2d, set_fused_conv};
 
 use crate::check::{forced, Comparison};
@@ -84,7 +83,9 @@ impl<B: Backend> BenchOp<B, 4> for Conv<B> {
     }
 
     fn refusal(&self, x: &Tensor<B, 4>) -> Option<String> {
-        let options = PaddedConvOptions::from(ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+        let Some(options) = conv_options(&self.0) else {
+            return Some("only explicit padding takes the CPU convolution".to_owned());
+        };
         let bias = self.0.bias.as_ref().map(|bias| bias.val());
         forced(set_fused_conv, true, || {
             fused_conv2d(x, &self.0.weight.val(), bias.as_ref(), &options)
