@@ -66,15 +66,24 @@ pub(super) struct View<'a> {
 }
 
 impl<'a> View<'a> {
-    /// The matrix stored row-major, `row_stride` values apart (`columns` for dense rows).
-    pub(super) fn strided(values: &'a [f32], rows: usize, columns: usize, stride: usize) -> Self {
+    /// The matrix with element `(i, j)` at `i * row_stride + j * column_stride`.
+    pub(super) fn new(
+        values: &'a [f32],
+        [rows, columns]: [usize; 2],
+        [row_stride, column_stride]: [usize; 2],
+    ) -> Self {
         Self {
             values,
             rows,
             columns,
-            row_stride: stride,
-            column_stride: 1,
+            row_stride,
+            column_stride,
         }
+    }
+
+    /// The matrix stored row-major, `row_stride` values apart (`columns` for dense rows).
+    pub(super) fn strided(values: &'a [f32], rows: usize, columns: usize, stride: usize) -> Self {
+        Self::new(values, [rows, columns], [stride, 1])
     }
 
     /// The matrix stored row-major with dense rows.
@@ -84,12 +93,33 @@ impl<'a> View<'a> {
 
     /// The matrix whose transpose `[columns, rows]` is stored row-major with dense rows.
     pub(super) fn transposed(values: &'a [f32], rows: usize, columns: usize) -> Self {
+        Self::new(values, [rows, columns], [1, rows])
+    }
+
+    /// `[rows, columns]`.
+    pub(super) fn dims(&self) -> [usize; 2] {
+        [self.rows, self.columns]
+    }
+
+    /// The transpose, `[columns, rows]`, of the same values.
+    pub(super) fn t(self) -> Self {
         Self {
-            values,
-            rows,
-            columns,
-            row_stride: 1,
-            column_stride: rows,
+            rows: self.columns,
+            columns: self.rows,
+            row_stride: self.column_stride,
+            column_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// The `count` rows from row `first` on (as many as there are past `first`, if fewer).
+    pub(super) fn rows_from(self, first: usize, count: usize) -> Self {
+        let first = first.min(self.rows);
+        let offset = (first * self.row_stride).min(self.values.len());
+        Self {
+            values: &self.values[offset..],
+            rows: count.min(self.rows - first),
+            ..self
         }
     }
 
