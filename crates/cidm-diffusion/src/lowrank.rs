@@ -12,6 +12,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
+use crate::nn::linear_forward;
 use crate::precision::cast_to;
 
 /// Low-rank factors: `down` `[in, rank]`, `up` `[rank, out]`, and a scalar `scale` (alpha / r
@@ -141,8 +142,8 @@ impl<B: Backend> AdaptableLinear<B> {
     /// - gates: `[batch, rank]` or `[1, rank]`
     pub fn forward(&self, x: Tensor<B, 3>, gates: Option<&Tensor<B, 2>>) -> Tensor<B, 3> {
         match &self.bank {
-            None => self.base.forward(x),
-            Some(bank) => self.base.forward(x.clone()) + bank.forward(x, gates),
+            None => linear_forward(&self.base, x),
+            Some(bank) => linear_forward(&self.base, x.clone()) + bank.forward(x, gates),
         }
     }
 }

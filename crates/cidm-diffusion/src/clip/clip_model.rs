@@ -17,7 +17,7 @@ use super::vision_config::CLIPVisionConfig;
 use crate::error::{Error, Result};
 use crate::loading::json::read_json;
 use crate::loading::{ModelDir, SafetensorsWeights, VarBuilder};
-use crate::nn::linear;
+use crate::nn::{linear, linear_forward};
 use crate::unet::config::memory_path;
 
 /// The `eos_token_id` of configs written before transformers fixed it (PR 24773; OpenAI's own
@@ -204,9 +204,10 @@ impl<B: Backend> CLIPModel<B> {
     /// # Shapes
     /// - pixels: `[batch, 3, image_size, image_size]` -> `[batch, projection_dim]`
     pub fn image_features(&self, pixels: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
-        Ok(self
-            .visual_projection
-            .forward(self.vision_model.pooled(pixels)?))
+        Ok(linear_forward(
+            &self.visual_projection,
+            self.vision_model.pooled(pixels)?,
+        ))
     }
 
     /// transformers' `get_text_features`: the text encoder's output at each sequence's end
@@ -225,7 +226,7 @@ impl<B: Backend> CLIPModel<B> {
             .collect();
         let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [batch]), &hidden.device());
         let pooled = hidden.reshape([batch * tokens, width]).select(0, rows);
-        Ok(self.text_projection.forward(pooled))
+        Ok(linear_forward(&self.text_projection, pooled))
     }
 }
 

@@ -13,7 +13,7 @@ use burn::tensor::Tensor;
 use super::config::Activation;
 use crate::error::Result;
 use crate::loading::VarBuilder;
-use crate::nn::{attention_upcast, linear, LayerNorm};
+use crate::nn::{attention_upcast, linear, linear_forward, LayerNorm};
 
 /// Multi-head self-attention, `q_proj`, `k_proj`, `v_proj`, `out_proj`, all biased; causal in
 /// the text encoder, full in the vision encoder.
@@ -58,16 +58,18 @@ impl<B: Backend> CLIPAttention<B> {
     /// - x: `[batch, tokens, hidden]` -> `[batch, tokens, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, tokens, hidden] = x.dims();
-        let q = self.split_heads(self.q_proj.forward(x.clone()));
-        let k = self.split_heads(self.k_proj.forward(x.clone()));
-        let v = self.split_heads(self.v_proj.forward(x));
+        let q = self.split_heads(linear_forward(&self.q_proj, x.clone()));
+        let k = self.split_heads(linear_forward(&self.k_proj, x.clone()));
+        let v = self.split_heads(linear_forward(&self.v_proj, x));
         let options = AttentionModuleOptions {
             is_causal: self.causal,
             ..Default::default()
         };
         let out = attention_upcast(q, k, v, options);
-        self.out_proj
-            .forward(out.swap_dims(1, 2).reshape([batch, tokens, hidden]))
+        linear_forward(
+            &self.out_proj,
+            out.swap_dims(1, 2).reshape([batch, tokens, hidden]),
+        )
     }
 }
 
@@ -99,13 +101,13 @@ impl<B: Backend> CLIPMLP<B> {
     /// # Shapes
     /// - x: `[batch, tokens, hidden]` -> `[batch, tokens, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self.fc1.forward(x);
+        let h = linear_forward(&self.fc1, x);
         let h = if self.quick_gelu {
             h.clone() * sigmoid(h * 1.702)
         } else {
             gelu(h)
         };
-        self.fc2.forward(h)
+        linear_forward(&self.fc2, h)
     }
 }
 

@@ -11,7 +11,7 @@ use crate::conditioning::{Conditioning, Regions};
 use crate::error::Result;
 use crate::loading::VarBuilder;
 use crate::lowrank::AdaptableLinear;
-use crate::nn::{attention_upcast, geglu, linear, LayerNorm};
+use crate::nn::{attention_upcast, geglu, linear, linear_forward, LayerNorm};
 
 /// Multi-head attention with adaptable projections `to_q`, `to_k`, `to_v` (biased only in the
 /// VAE) and `to_out.0` (with bias): `softmax(Q K^T / sqrt(d)) V` per head.
@@ -194,9 +194,9 @@ impl<B: Backend> FeedForward<B> {
     /// # Shapes
     /// - x: `[batch, tokens, dim]` -> `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let activated =
-            geglu(self.proj.forward(x)).expect("the projection's width, 2 * inner, is even");
-        self.out.forward(activated)
+        let activated = geglu(linear_forward(&self.proj, x))
+            .expect("the projection's width, 2 * inner, is even");
+        linear_forward(&self.out, activated)
     }
 }
 

@@ -9,7 +9,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::error::Result;
 use crate::loading::VarBuilder;
-use crate::nn::linear;
+use crate::nn::{linear, linear_forward};
 
 /// The frequencies of diffusers' `get_timestep_embedding` with `max_period` 10000, computed in
 /// f32 in the same order as diffusers so that the embedding matches to rounding.
@@ -72,6 +72,6 @@ impl<B: Backend> TimestepEmbedding<B> {
     /// # Shapes
     /// - x: `[batch, d_in]` -> `[batch, dim]`
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.linear_2.forward(silu(self.linear_1.forward(x)))
+        linear_forward(&self.linear_2, silu(linear_forward(&self.linear_1, x)))
     }
 }

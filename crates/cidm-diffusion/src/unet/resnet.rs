@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::error::Result;
 use crate::loading::VarBuilder;
-use crate::nn::{conv2d, conv_forward, group_norm, linear, GroupNorm};
+use crate::nn::{conv2d, conv_forward, group_norm, linear, linear_forward, GroupNorm};
 
 /// A residual block conditioned on the time embedding:
 /// `(x + conv2(silu(norm2(conv1(silu(norm1(x))) + proj(silu(temb)))))) / scale`, with a 1x1
@@ -61,9 +61,7 @@ impl<B: Backend> ResnetBlock2D<B> {
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
         let mut h = conv_forward(&self.conv1, self.norm1.forward_silu(x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            h = h + proj
-                .forward(silu(temb.clone()))
-                .unsqueeze_dims::<4>(&[2, 3]);
+            h = h + linear_forward(proj, silu(temb.clone())).unsqueeze_dims::<4>(&[2, 3]);
         }
         let h = conv_forward(&self.conv2, self.norm2.forward_silu(h));
         let shortcut = match &self.conv_shortcut {

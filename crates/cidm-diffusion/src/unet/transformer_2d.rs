@@ -12,7 +12,9 @@ use super::attention::BasicTransformerBlock;
 use crate::conditioning::Conditioning;
 use crate::error::Result;
 use crate::loading::VarBuilder;
-use crate::nn::{conv2d, conv_forward, group_norm, linear, to_image, to_tokens, GroupNorm};
+use crate::nn::{
+    conv2d, conv_forward, group_norm, linear, linear_forward, to_image, to_tokens, GroupNorm,
+};
 
 /// `proj_in` / `proj_out`: a 1x1 convolution or a linear layer on the flattened pixels.
 #[derive(Module, Debug)]
@@ -91,14 +93,14 @@ impl<B: Backend> Transformer2DModel<B> {
         let x = self.norm.forward(x);
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(conv_forward(conv, x)),
-            Projection::Linear(linear) => linear.forward(to_tokens(x)),
+            Projection::Linear(linear) => linear_forward(linear, to_tokens(x)),
         };
         for block in &self.transformer_blocks {
             tokens = block.forward_conditioned(tokens, cond, [h, w]);
         }
         let x = match &self.proj_out {
             Projection::Conv(conv) => conv_forward(conv, to_image(tokens, h, w)),
-            Projection::Linear(linear) => to_image(linear.forward(tokens), h, w),
+            Projection::Linear(linear) => to_image(linear_forward(linear, tokens), h, w),
         };
         x + residual
     }

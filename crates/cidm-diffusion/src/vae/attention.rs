@@ -67,10 +67,7 @@ impl AttentionKeys<'_> {
 
 /// A biased `c -> c` projection whose weight is stored as a 1x1 convolution `[c, c, 1, 1]`.
 fn conv_shaped_linear<B: Backend>(vb: &VarBuilder<B>, c: usize) -> Result<Linear<B>> {
-    let weight = vb
-        .tensor("weight", [c, c, 1, 1], Init::fan_in(c))?
-        .reshape([c, c])
-        .transpose();
+    let weight = vb.matrix_transposed("weight", [c, c, 1, 1], Init::fan_in(c))?;
     Ok(Linear {
         weight: Param::from_tensor(weight),
         bias: Some(vb.param("bias", [c], Init::fan_in(c))?),
