@@ -42,9 +42,13 @@ use crate::{Unfused, UnfusedReason};
 /// 2^20 a quarter faster at 77 keys.
 const SCORE_BUDGET: usize = 1 << 20;
 
-/// Most scores one task of the forward forms: 512 KiB in f32, which stays in a core's L2
-/// cache between the two products (32 query rows against SD 1.5's 4096 keys).
-const FORWARD_SCORES: usize = 1 << 17;
+/// Most scores one task of the forward forms: 4 MiB in f32 (256 query rows against SD 1.5's
+/// 4096 keys). gemm packs its right-hand factor on every call, so each block packs the
+/// head's keys and then its values once more: larger blocks pack them fewer times, at the
+/// cost of scores that no longer stay in a core's L2 cache. Measured at SD 1.5's 4096^2
+/// (`gpu_bench --only attention`, 2-core VM, 2026-12-07), 2^17 to 2^21 scores: 366, 329,
+/// 312, 301 and 319 ms.
+const FORWARD_SCORES: usize = 1 << 20;
 
 /// The attention on Flex or `Autodiff<Flex>` in f32 (as one node under autodiff); any other
 /// backend or dtype is handed back (`Backend`, `DType`) for the caller's plain path. Shapes,
@@ -180,7 +184,11 @@ fn forward([q, k, v]: [&Heads; 3], heads: usize, dims: AttentionDims, scale: f32
     if out.is_empty() {
         return out;
     }
-    let rows = (FORWARD_SCORES / len_k.max(1)).clamp(1, len_q);
+    // Blocks small enough for a few tasks per thread where the heads alone are too few.
+    let per_head = (4 * rayon::current_num_threads()).div_ceil(out.len() / (len_q * dim));
+    let rows = (FORWARD_SCORES / len_k.max(1))
+        .min(len_q.div_ceil(per_head))
+        .clamp(1, len_q);
     let heads_out = out.par_chunks_mut(len_q * dim).enumerate();
     heads_out.for_each(|(index, out)| {
         let (sample, head) = (index / heads, index % heads);
@@ -582,8 +590,9 @@ mod tests {
         assert!(max_rel_err(got, want) < 1e-6);
     }
 
-    /// At 520 queries and keys (the forward in three blocks of query rows per head, 252 for
-    /// its budget of scores) with the backward in blocks of 100 rows, as the property above.
+    /// At 520 queries and keys (the forward's two heads give each of at least one thread four
+    /// tasks, so it takes the query rows in at least two blocks per head) with the backward
+    /// in blocks of 100 rows, as the property above.
     #[test]
     fn long_sequences_match_too() {
         let shape = [1, 2, 520, 8];
