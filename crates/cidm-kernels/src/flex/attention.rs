@@ -131,8 +131,8 @@ struct AttentionDims {
     dim: usize,
 }
 
-/// A `[batch, heads, rows, dim]` tensor read in place, each head a `[rows, dim]` matrix of
-/// rows `row_stride` apart: the tensor itself where its last dimension is dense and its other
+/// A `[batch, heads, rows, dim]` tensor read in place, each head a `[rows, dim]` matrix whose
+/// rows lie the tensor's row stride apart: the tensor itself where its last dimension is dense and its other
 /// strides are not negative (a flipped tensor is copied contiguous first). The model's heads
 /// are such views (`[batch, tokens, heads * dim]` reshaped and transposed); copying them
 /// contiguous was about 1% of an SD 1.5 UNet step on the CPU.

@@ -271,6 +271,25 @@ mod tests {
         }
     }
 
+    /// `t` and `rows_from` as the attention uses them on a strided head: rows 1..3 of `[[1,
+    /// 2], [3, 4], [5, 6]]` (rows 3 apart) times the transpose of `[[1, 0], [0, 1], [1, 1]]`
+    /// is `[[3, 4, 7], [5, 6, 11]]`; `rows_from` past the end gives no rows.
+    #[test]
+    fn transposed_and_row_ranges_of_views() {
+        let head = [1.0, 2.0, -1.0, 3.0, 4.0, -1.0, 5.0, 6.0];
+        let other = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let rows = View::strided(&head, 3, 2, 3).rows_from(1, 5);
+        assert_eq!(rows.dims(), [2, 2]);
+        let mut dst = [0.0f32; 6];
+        let (rhs, result) = (
+            View::rows(&other, 3, 2).t(),
+            ViewMut::rows(&mut dst, 2, 3, 3),
+        );
+        product(result, rows, rhs, 1.0, false, false);
+        assert_eq!(dst, [3.0, 4.0, 7.0, 5.0, 6.0, 11.0]);
+        assert_eq!(View::strided(&head, 3, 2, 3).rows_from(4, 2).dims(), [0, 2]);
+    }
+
     #[test]
     #[should_panic(expected = "matmul of [2, 3] by [3, 2]")]
     fn wrong_lengths_are_refused() {
