@@ -30,8 +30,8 @@ use burn::backend::Flex;
 use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorMetadata};
 use rayon::prelude::*;
 
-use super::matmul::{matmul, product, Factor, View, ViewMut};
-use super::{contiguous, dispatch, exp, tensor, values, vectorized, Declined, FlexKernel};
+use super::matmul::{product, View, ViewMut};
+use super::{contiguous, dispatch, exp, tensor, vectorized, Declined, FlexKernel};
 use crate::autodiff_node::{record_fused, register_fused};
 use crate::{Unfused, UnfusedReason};
 
@@ -295,38 +295,36 @@ impl Backward<Flex, 3> for RecomputingBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         register_fused::<Flex, _, 3>(ops, grads, |saved, grad_out, _| {
-            let [q, k, v, out, grad_out] =
-                [&saved.q, &saved.k, &saved.v, &saved.out, &grad_out].map(contiguous);
-            let shape = |t: &FlexTensor| t.shape();
-            let [q_shape, k_shape] = [shape(&q), shape(&k)];
+            let inputs = [&saved.q, &saved.k, &saved.v, &saved.out, &grad_out].map(Heads::new);
+            let [q_shape, k_shape] = [&saved.q, &saved.k].map(|t| t.shape());
             let dims = AttentionDims {
                 len_q: q_shape[2],
                 len_k: k_shape[2],
                 dim: q_shape[3],
             };
-            let head = [&q, &k, &v, &out, &grad_out].map(values);
-            let [dq, dk, dv] = backward(head, dims, saved.scale, self.budget);
+            let [dq, dk, dv] = backward(&inputs, q_shape[1], dims, saved.scale, self.budget);
             [(dq, q_shape), (dk, k_shape.clone()), (dv, k_shape)]
                 .map(|(grad, shape)| Some(tensor(grad, shape)))
         });
     }
 }
 
-/// `[dq, dk, dv]` of `out = softmax(q k^T * scale) v` given `grad_out`, from contiguous
-/// `[q, k, v, out, grad_out]` (heads one after another), the heads in parallel. Each head
-/// takes its query rows a block at a time, `rows` chosen so that a block holds at most
-/// `budget` scores (at least one row): with `P` a block's probabilities and `D = rowsum(dO *
-/// O)`, `dV += P^T dO`, `dS = P * (dO V^T - D)`, `dQ = dS K * scale` and `dK += dS^T Q *
-/// scale`.
+/// `[dq, dk, dv]` (`[batch, heads, len, dim]` contiguous) of `out = softmax(q k^T * scale) v`
+/// given `grad_out`, from `[q, k, v, out, grad_out]` read where they lie, the heads in
+/// parallel. Each head takes its query rows a block at a time, `rows` chosen so that a block
+/// holds at most `budget` scores (at least one row): with `P` a block's probabilities and `D
+/// = rowsum(dO * O)`, `dV += P^T dO`, `dS = P * (dO V^T - D)`, `dQ = dS K * scale` and `dK +=
+/// dS^T Q * scale`.
 fn backward(
-    [q, k, v, out, grad_out]: [&[f32]; 5],
+    [q, k, v, out, grad_out]: &[Heads; 5],
+    heads: usize,
     dims: AttentionDims,
     scale: f32,
     budget: usize,
 ) -> [Vec<f32>; 3] {
     let AttentionDims { len_q, len_k, dim } = dims;
-    let [mut dq, mut dk, mut dv] = [q.len(), k.len(), v.len()].map(|len| vec![0.0f32; len]);
-    if len_q == 0 || len_k == 0 || dim == 0 {
+    let [mut dq, mut dk, mut dv] = [q, k, v].map(|t| vec![0.0f32; t.tensor.shape().num_elements()]);
+    if dq.is_empty() || dk.is_empty() {
         return [dq, dk, dv];
     }
     let rows = (budget / len_k).clamp(1, len_q);
@@ -339,28 +337,28 @@ fn backward(
     grads
         .into_par_iter()
         .enumerate()
-        .for_each(|(head, ((dq, dk), dv))| {
-            let query_rows = head * per_q..(head + 1) * per_q;
-            let key_rows = head * per_k..(head + 1) * per_k;
+        .for_each(|(index, ((dq, dk), dv))| {
+            let (sample, head) = (index / heads, index % heads);
+            let [q, k, v, out, grad_out] = [q, k, v, out, grad_out].map(|t| t.matrix(sample, head));
             let inputs = HeadInputs {
-                q: &q[query_rows.clone()],
-                k: &k[key_rows.clone()],
-                v: &v[key_rows],
-                out: &out[query_rows.clone()],
-                grad_out: &grad_out[query_rows],
+                q,
+                k,
+                v,
+                out,
+                grad_out,
             };
             head_backward(&inputs, [dq, dk, dv], dims, scale, rows);
         });
     [dq, dk, dv]
 }
 
-/// One head's inputs to [`head_backward`].
+/// One head's inputs to [`head_backward`], each `[rows, dim]`.
 struct HeadInputs<'a> {
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    out: &'a [f32],
-    grad_out: &'a [f32],
+    q: View<'a>,
+    k: View<'a>,
+    v: View<'a>,
+    out: View<'a>,
+    grad_out: View<'a>,
 }
 
 /// [`backward`] for one head, `rows` query rows at a time.
@@ -376,54 +374,27 @@ fn head_backward(
     let mut grad_scores = vec![0.0f32; rows * len_k];
     for start in (0..len_q).step_by(rows) {
         let n = rows.min(len_q - start);
-        let block = start * dim..(start + n) * dim;
-        let (q, grad_out, out) = (
-            &inputs.q[block.clone()],
-            &inputs.grad_out[block.clone()],
-            &inputs.out[block.clone()],
-        );
+        let [q, grad_out, out] =
+            [inputs.q, inputs.grad_out, inputs.out].map(|t| t.rows_from(start, n));
         let p = &mut probs[..n * len_k];
-        probabilities(
-            p,
-            View::rows(q, n, dim),
-            View::transposed(inputs.k, dim, len_k),
-            scale,
-        );
-        let p: &[f32] = p;
-        matmul(
-            dv,
-            Factor::Transposed(p),
-            Factor::Rows(grad_out),
-            [len_k, n, dim],
-            1.0,
-            true,
-        );
+        probabilities(p, q, inputs.k.t(), scale);
+        let p = View::rows(p, n, len_k);
+        let dv = ViewMut::rows(dv, len_k, dim, dim);
+        product(dv, p.t(), grad_out, 1.0, true, false);
         let ds = &mut grad_scores[..n * len_k];
-        let v_t = Factor::Transposed(inputs.v);
-        matmul(ds, Factor::Rows(grad_out), v_t, [n, dim, len_k], 1.0, false);
-        let rows = ds.chunks_mut(len_k).zip(p.chunks(len_k));
-        for (i, (ds, p)) in rows.enumerate() {
-            let row = i * dim..(i + 1) * dim;
-            let delta: f32 = grad_out[row.clone()]
-                .iter()
-                .zip(&out[row])
-                .map(|(g, o)| g * o)
-                .sum();
-            for (ds, &p) in ds.iter_mut().zip(p) {
+        let ds_view = ViewMut::rows(ds, n, len_k, len_k);
+        product(ds_view, grad_out, inputs.v.t(), 1.0, false, false);
+        for (i, ds) in ds.chunks_mut(len_k).enumerate() {
+            let delta: f32 = grad_out.row(i).zip(out.row(i)).map(|(g, o)| g * o).sum();
+            for (ds, p) in ds.iter_mut().zip(p.row(i)) {
                 *ds = p * (*ds - delta);
             }
         }
-        let ds: &[f32] = ds;
-        let (k, q) = (Factor::Rows(inputs.k), Factor::Rows(q));
-        matmul(
-            &mut dq[block],
-            Factor::Rows(ds),
-            k,
-            [n, len_k, dim],
-            scale,
-            false,
-        );
-        matmul(dk, Factor::Transposed(ds), q, [len_k, n, dim], scale, true);
+        let ds = View::rows(ds, n, len_k);
+        let dq = ViewMut::rows(&mut dq[start * dim..(start + n) * dim], n, dim, dim);
+        product(dq, ds, inputs.k, scale, false, false);
+        let dk = ViewMut::rows(dk, len_k, dim, dim);
+        product(dk, ds.t(), q, scale, true, false);
     }
 }
 
@@ -588,6 +559,33 @@ mod tests {
         };
         let want = burn::tensor::module::attention_fallback(q, k, v, None, None, options);
         assert!(max_rel_err(got, want) < 1e-6);
+
+        // The backward reads them (and the output's gradient, which comes back through the
+        // model's transpose as a strided view) where they lie too: the gradients of the
+        // tensors the views come from equal those through burn's composed attention.
+        let sources = [(9, 4), (13, 5), (11, 6)]
+            .map(|(len, seed)| normal([batch, len, heads * dim], seed, 0.0));
+        let gradients = |fused: bool| {
+            let split = |t: &Tensor<AB, 3>| {
+                let [b, n, _] = t.dims();
+                t.clone().reshape([b, n, heads, dim]).swap_dims(1, 2)
+            };
+            let q = split(&sources[0]);
+            let k = split(&sources[1]).narrow(2, 2, 11);
+            let v = split(&sources[2]).flip([2]);
+            let out = if fused {
+                run(q, k, v, 0.5).expect("f32 on Autodiff<Flex>")
+            } else {
+                burn::tensor::module::attention_fallback(q, k, v, None, None, options.clone())
+            };
+            let out = out.swap_dims(1, 2).reshape([batch, 9, heads * dim]);
+            let weight = normal([batch, 9, heads * dim], 7, 0.0).detach();
+            let grads = (out * weight).sum().backward();
+            sources.each_ref().map(|t| t.grad(&grads).expect("tracked"))
+        };
+        for (got, want) in gradients(true).into_iter().zip(gradients(false)) {
+            assert!(max_rel_err(got, want) < 1e-5);
+        }
     }
 
     /// At 520 queries and keys (the forward's two heads give each of at least one thread four

@@ -1,58 +1,7 @@
-//! Matrix products over slices, for loops that own their blocks: the `gemm` crate, which
-//! Flex's own matmul runs on. [`matmul`] runs on the calling thread, for loops that
-//! parallelise over blocks themselves (the attention's blocks of query rows); [`product`]
-//! takes strided views and may use rayon's pool itself (the convolution's tiles).
-
-/// A factor of [`matmul`]: its values, and whether they are the factor itself (row-major)
-/// or its transpose (row-major, multiplied as `A^T`).
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Factor<'a> {
-    /// The factor, row-major.
-    Rows(&'a [f32]),
-    /// The factor's transpose, row-major.
-    Transposed(&'a [f32]),
-}
-
-impl<'a> Factor<'a> {
-    /// The factor as the `[rows, columns]` view of its values.
-    fn view(self, rows: usize, columns: usize) -> View<'a> {
-        match self {
-            Factor::Rows(values) => View::rows(values, rows, columns),
-            Factor::Transposed(values) => View::transposed(values, rows, columns),
-        }
-    }
-}
-
-/// `dst = alpha * lhs rhs`, or with `accumulate` `dst += alpha * lhs rhs`, for a row-major
-/// `dst` `[m, n]`, `lhs` `[m, k]` and `rhs` `[k, n]`, on the calling thread.
-///
-/// # Panics
-/// When a slice's length is not the product of its dimensions: the callers slice their
-/// buffers by these dimensions, so a mismatch is a bug there.
-pub(super) fn matmul(
-    dst: &mut [f32],
-    lhs: Factor,
-    rhs: Factor,
-    [m, k, n]: [usize; 3],
-    alpha: f32,
-    accumulate: bool,
-) {
-    let (lhs_len, rhs_len) = (lhs.view(m, k).values.len(), rhs.view(k, n).values.len());
-    assert!(
-        dst.len() == m * n && lhs_len == m * k && rhs_len == k * n,
-        "matmul of [{m}, {k}] by [{k}, {n}] on slices of {lhs_len}, {rhs_len} and {} values",
-        dst.len()
-    );
-    let dst = ViewMut::rows(dst, m, n, n);
-    product(
-        dst,
-        lhs.view(m, k),
-        rhs.view(k, n),
-        alpha,
-        accumulate,
-        false,
-    );
-}
+//! Matrix products over strided views of slices, for loops that own their blocks: the `gemm`
+//! crate, which Flex's own matmul runs on. [`product`] runs on the calling thread, for loops
+//! that parallelise over blocks themselves (the attention's blocks of query rows), or on
+//! rayon's pool (the convolution's tiles).
 
 /// A `[rows, columns]` matrix read from a slice: element `(i, j)` at `i * row_stride + j *
 /// column_stride`.
@@ -121,6 +70,11 @@ impl<'a> View<'a> {
             rows: count.min(self.rows - first),
             ..self
         }
+    }
+
+    /// Row `i`'s values, in order (`i < rows`).
+    pub(super) fn row(&self, i: usize) -> impl Iterator<Item = f32> + '_ {
+        (0..self.columns).map(move |j| self.values[i * self.row_stride + j * self.column_stride])
     }
 
     /// Whether every element lies inside the slice.
@@ -234,24 +188,32 @@ pub(super) fn product(
 
 #[cfg(test)]
 mod tests {
-    use super::{matmul, product, Factor, View, ViewMut};
+    use super::{product, View, ViewMut};
 
     /// `[[1, 2, 3], [4, 5, 6]]` times `[[1, 0], [0, 1], [1, 1]]` is `[[4, 5], [10, 11]]`, with
     /// either factor given as its transpose; `alpha` scales the product, and `accumulate`
     /// adds it to what `dst` held.
     #[test]
     fn products_of_known_matrices() {
-        let lhs = Factor::Rows(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-        let lhs_t = Factor::Transposed(&[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
-        let rhs = Factor::Rows(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
-        let rhs_t = Factor::Transposed(&[1.0, 0.0, 1.0, 0.0, 1.0, 1.0]);
+        let lhs = View::rows(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3);
+        let lhs_t = View::transposed(&[1.0, 4.0, 2.0, 5.0, 3.0, 6.0], 2, 3);
+        let rhs = View::rows(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], 3, 2);
+        let rhs_t = View::transposed(&[1.0, 0.0, 1.0, 0.0, 1.0, 1.0], 3, 2);
         for (lhs, rhs) in [(lhs, rhs), (lhs_t, rhs), (lhs, rhs_t), (lhs_t, rhs_t)] {
             let mut dst = [9.0f32; 4];
-            matmul(&mut dst, lhs, rhs, [2, 3, 2], 1.0, false);
+            product(
+                ViewMut::rows(&mut dst, 2, 2, 2),
+                lhs,
+                rhs,
+                1.0,
+                false,
+                false,
+            );
             assert_eq!(dst, [4.0, 5.0, 10.0, 11.0]);
+            assert_eq!(lhs.row(1).collect::<Vec<_>>(), [4.0, 5.0, 6.0]);
         }
         let mut dst = [1.0f32; 4];
-        matmul(&mut dst, lhs, rhs, [2, 3, 2], 0.5, true);
+        product(ViewMut::rows(&mut dst, 2, 2, 2), lhs, rhs, 0.5, true, false);
         assert_eq!(dst, [3.0, 3.5, 6.0, 6.5]);
     }
 
@@ -290,12 +252,13 @@ mod tests {
         assert_eq!(View::strided(&head, 3, 2, 3).rows_from(4, 2).dims(), [0, 2]);
     }
 
+    /// Factors whose dimensions do not chain.
     #[test]
-    #[should_panic(expected = "matmul of [2, 3] by [3, 2]")]
-    fn wrong_lengths_are_refused() {
+    #[should_panic(expected = "product of [2, 3] by [2, 2] into [2, 2]")]
+    fn factors_that_do_not_chain_are_refused() {
         let mut dst = [0.0f32; 4];
-        let (lhs, rhs) = (Factor::Rows(&[0.0; 6]), Factor::Rows(&[0.0; 5]));
-        matmul(&mut dst, lhs, rhs, [2, 3, 2], 1.0, false);
+        let (a, b) = (View::rows(&[0.0; 6], 2, 3), View::rows(&[0.0; 4], 2, 2));
+        product(ViewMut::rows(&mut dst, 2, 2, 2), a, b, 1.0, false, false);
     }
 
     /// A view whose last row runs past its slice, or a result whose rows overlap.
