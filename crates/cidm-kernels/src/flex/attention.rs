@@ -576,7 +576,7 @@ mod tests {
             let out = if fused {
                 run(q, k, v, 0.5).expect("f32 on Autodiff<Flex>")
             } else {
-                burn::tensor::module::attention_fallback(q, k, v, None, None, options.clone())
+                burn::tensor::module::attention_fallback(q, k, v, None, None, options)
             };
             let out = out.swap_dims(1, 2).reshape([batch, 9, heads * dim]);
             let weight = normal([batch, 9, heads * dim], 7, 0.0).detach();
