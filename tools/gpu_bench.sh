@@ -13,7 +13,7 @@
 #
 # Order: the first build of ours, the reference (--dtypes, e.g. f16, limits its dtypes), the
 # other builds, then the profiles. --only (train,step,sample,ewa-weights,ewa,regional,
-# attention,group-norm,layer-norm,geglu,conv) limits both sides to those workloads. --deadline
+# attention,group-norm,layer-norm,geglu,conv,linear) limits both sides to those workloads. --deadline
 # stops every run that would end past that many seconds from the start (and skips the ones
 # after it), so a session with a time limit still gets the pairs of what finished: the lines
 # are kept as they come.

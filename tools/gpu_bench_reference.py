@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """PyTorch reference of issue 8's GPU benchmark: times with torch, diffusers and peft the five
-workloads (and attention, GroupNorm, LayerNorm and GEGLU alone at the UNet's shapes) that `cargo run --example gpu_bench -p cidm` times with burn, on the same UNet
-config with random weights, and prints one line per measurement in the same format with the
-prefix `torch`:
+workloads (and attention, GroupNorm, LayerNorm, GEGLU, the convolution and the linear layers
+alone at the UNet's shapes) that `cargo run --example gpu_bench -p cidm` times with burn, on
+the same UNet config with random weights, and prints one line per measurement in the same
+format with the prefix `torch`:
 
     torch NAME dtype=f16 device=cuda median_ms=49.300 min_ms=48.100 reps=10 [peak_mib=... mem=...]
 
@@ -46,6 +47,12 @@ The workloads (names as ours):
   weights of variance 1 / fan-in), forward under inference mode, and forward plus backward
   of sum(out * w) for x's gradient (the weight frozen, as LoRA training keeps it). Ours has
   these records on Flex only (the CPU convolution).
+- linear_tT_iI_oO / linear_train_tT_iI_oO: the transformer blocks' linear layers alone
+  (F.linear with a bias, I features in and O out) at each distinct transformer input of the
+  UNet: the attention's projection (D to D), the feed-forward's projection (D to 8 D) and its
+  output (4 D to D) (batch 2, T rows, standard-normal x, weights of variance 1 / I), forward
+  under inference mode, and forward plus backward of sum(out * w) for x's gradient (the
+  weight frozen). Ours has these records on Flex only (the CPU linear layer).
 
 Usage (device cuda when available, else cpu):
 
@@ -668,6 +675,38 @@ def conv(bench, shape):
     return records
 
 
+def linear_shapes(config):
+    """(tokens, in, out) of each distinct linear layer of the transformer blocks, in ours'
+    order: per transformer input, the attention's projection, the feed-forward's projection
+    and its output."""
+    shapes = []
+    for tokens, dim in transformer_shapes(config):
+        for d_in, d_out in [(dim, dim), (dim, 8 * dim), (4 * dim, dim)]:
+            if (tokens, d_in, d_out) not in shapes:
+                shapes.append((tokens, d_in, d_out))
+    return shapes
+
+
+def linear(bench, shape):
+    """The two records of one linear layer: forward and training with the weight frozen
+    (x's gradient), as LoRA trains the UNet's projections."""
+    tokens, d_in, d_out = shape
+    name = f"t{tokens}_i{d_in}_o{d_out}"
+    x = bench.randn(2, tokens, d_in)
+    kernel = bench.randn(d_out, d_in) * (1.0 / d_in) ** 0.5
+    bias = 0.1 * bench.randn(d_out)
+    weight = bench.randn(2, tokens, d_out)
+    with torch.inference_mode():
+        records = [bench.line(f"linear_{name}", bench.measure(lambda: F.linear(x, kernel, bias)))]
+    leaf = x.clone().requires_grad_()
+
+    def train():
+        torch.autograd.grad((F.linear(leaf, kernel, bias) * weight).sum(), [leaf])
+
+    records.append(bench.line(f"linear_train_{name}", bench.measure(train)))
+    return records
+
+
 def run_dtype(config, device, dtype_name, args):
     bench = Bench(config, device, dtype_name, args.warmup, args.reps, args.profile_dir)
     only = set(args.only.split(",")) if args.only else None
@@ -709,6 +748,9 @@ def run_dtype(config, device, dtype_name, args):
     if selected("conv"):
         for shape in conv_shapes(config):
             records += conv(bench, shape)
+    if selected("linear"):
+        for shape in linear_shapes(config):
+            records += linear(bench, shape)
     return records
 
 
@@ -721,7 +763,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--sampling-steps", type=int, default=50)
-    parser.add_argument("--only", help="comma-separated: train,step,sample,ewa-weights,ewa,regional,attention,group-norm,layer-norm,geglu,conv,compile")
+    parser.add_argument("--only", help="comma-separated: train,step,sample,ewa-weights,ewa,regional,attention,group-norm,layer-norm,geglu,conv,linear,compile")
     parser.add_argument("--compile", action="store_true",
                         help="also time the UNet step under torch.compile (unet_step_cfg_b2_compiled)")
     parser.add_argument("--json", help="also write the records to this file")

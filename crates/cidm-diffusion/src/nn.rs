@@ -47,8 +47,10 @@ pub fn linear<B: Backend>(
 /// the weight's transpose reshaped the same way, which on Flex copies the whole transpose on
 /// every backward (about 3% of an SD 1.5 LoRA step on the CPU, a copy of every frozen
 /// projection's weight). A 2-D product reads the weight and its transpose where they lie
-/// both ways (the backward is burn's matmul's), and is as many operations as burn's linear
-/// on every backend (a product and a broadcast add of the bias).
+/// both ways. On Flex in f32 the product is [`cidm_kernels::fused_linear`] (one product
+/// added into an output that starts as the bias, one node under autodiff); elsewhere burn's
+/// matmul (whose backward reads the transpose in place) and a broadcast add of the bias, as
+/// many operations as burn's linear on every backend.
 pub fn linear_forward<B: Backend, const D: usize>(
     layer: &Linear<B>,
     x: Tensor<B, D>,
@@ -56,13 +58,26 @@ pub fn linear_forward<B: Backend, const D: usize>(
     let mut dims = x.dims();
     let [d_in, d_out] = layer.weight.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
-    let out = x.reshape([rows, d_in]).matmul(layer.weight.val());
-    let out = match &layer.bias {
-        Some(bias) => out + bias.val().unsqueeze_dim(0),
-        None => out,
-    };
+    let bias = layer.bias.as_ref().map(|bias| bias.val());
+    let out = affine(x.reshape([rows, d_in]), layer.weight.val(), bias);
     dims[D - 1] = d_out;
     out.reshape(dims)
+}
+
+/// `x weight + bias` of a 2-D x, `weight` `[in, out]`: [`cidm_kernels::fused_linear`] where
+/// it applies (Flex in f32), else burn's matmul and a broadcast add of the bias.
+pub fn affine<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, 2> {
+    cidm_kernels::fused_linear(&x, &weight, bias.as_ref()).unwrap_or_else(|_| {
+        let out = x.matmul(weight);
+        match bias {
+            Some(bias) => out + bias.unsqueeze_dim(0),
+            None => out,
+        }
+    })
 }
 
 /// A square-kernel 2D convolution with bias, `weight` `[out, in, k, k]`.
@@ -397,7 +412,8 @@ mod tests {
 
     /// `linear_forward` is `Linear::forward` (burn's linear, which it replaces): the same
     /// output for 2-D and 3-D inputs with and without a bias, and the same gradients of the
-    /// input, the weight and the bias, to f32 rounding (the same products in another order).
+    /// input, the weight and the bias, to f32 rounding (the same products in another order),
+    /// through `cidm_kernels::fused_linear` where this build has it (Flex with `flex`).
     #[test]
     fn linear_forward_is_burns_linear() {
         type AB = burn::backend::Autodiff<Flex>;
@@ -415,7 +431,13 @@ mod tests {
                 let err: f32 = (a - b).abs().max().into_scalar();
                 assert!(err < 1e-5, "bias {bias}: {err}");
             };
+            let fused_before = cidm_kernels::linear_dispatch_counts().fused;
             let ours = linear_forward(&layer, x3.clone());
+            // With the `flex` feature this is the CPU linear layer (other tests may add
+            // calls meanwhile: the counts are the process's).
+            if cfg!(feature = "flex") {
+                assert!(cidm_kernels::linear_dispatch_counts().fused > fused_before);
+            }
             let burns = layer.forward(x3.clone());
             close(
                 ours.clone().inner().flatten(0, 2),

@@ -68,6 +68,7 @@ mod conv;
 mod geglu;
 mod group_norm;
 mod layer_norm;
+mod linear;
 mod norm_inputs;
 mod stats;
 mod switch;
@@ -86,14 +87,15 @@ pub use conv::{fused_conv2d, ConvUnfused};
 pub use geglu::{fused_geglu, GegluUnfused};
 pub use group_norm::{fused_group_norm, GroupNormOptions, GroupNormUnfused};
 pub use layer_norm::{fused_layer_norm, LayerNormUnfused};
+pub use linear::{fused_linear, LinearUnfused};
 pub use stats::{
     conv_dispatch_counts, dispatch_counts, geglu_dispatch_counts, group_norm_dispatch_counts,
-    layer_norm_dispatch_counts, DispatchCounts,
+    layer_norm_dispatch_counts, linear_dispatch_counts, DispatchCounts,
 };
 pub use switch::{
     fused_attention_enabled, fused_conv_enabled, fused_geglu_enabled, fused_group_norm_enabled,
-    fused_layer_norm_enabled, set_fused_attention, set_fused_conv, set_fused_geglu,
-    set_fused_group_norm, set_fused_layer_norm, CONV_SWITCH_VAR, GEGLU_SWITCH_VAR,
-    GROUP_NORM_SWITCH_VAR, LAYER_NORM_SWITCH_VAR, SWITCH_VAR,
+    fused_layer_norm_enabled, fused_linear_enabled, set_fused_attention, set_fused_conv,
+    set_fused_geglu, set_fused_group_norm, set_fused_layer_norm, set_fused_linear, CONV_SWITCH_VAR,
+    GEGLU_SWITCH_VAR, GROUP_NORM_SWITCH_VAR, LAYER_NORM_SWITCH_VAR, LINEAR_SWITCH_VAR, SWITCH_VAR,
 };
 pub use unfused::{Unfused, UnfusedReason};

@@ -49,6 +49,8 @@ pub(crate) static LAYER_NORM: Counter = Counter::new();
 pub(crate) static GEGLU: Counter = Counter::new();
 /// Calls of [`crate::fused_conv2d`].
 pub(crate) static CONV: Counter = Counter::new();
+/// Calls of [`crate::fused_linear`].
+pub(crate) static LINEAR: Counter = Counter::new();
 
 /// The current [`DispatchCounts`] of [`crate::fused_attention`] (`unfused`: calls that
 /// returned [`crate::Unfused`]).
@@ -74,4 +76,9 @@ pub fn geglu_dispatch_counts() -> DispatchCounts {
 /// The current [`DispatchCounts`] of [`crate::fused_conv2d`].
 pub fn conv_dispatch_counts() -> DispatchCounts {
     CONV.counts()
+}
+
+/// The current [`DispatchCounts`] of [`crate::fused_linear`].
+pub fn linear_dispatch_counts() -> DispatchCounts {
+    LINEAR.counts()
 }

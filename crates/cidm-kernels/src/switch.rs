@@ -24,6 +24,10 @@ pub const GEGLU_SWITCH_VAR: &str = "CIDM_FUSED_GEGLU";
 /// [`set_fused_conv`] overrides it.
 pub const CONV_SWITCH_VAR: &str = "CIDM_FUSED_CONV";
 
+/// Environment variable that turns the CPU linear layer off, read like [`SWITCH_VAR`];
+/// [`set_fused_linear`] overrides it.
+pub const LINEAR_SWITCH_VAR: &str = "CIDM_FUSED_LINEAR";
+
 /// [`Switch::state`]'s values: follow the variable, forced on, forced off.
 const FOLLOW_ENV: u8 = 0;
 const FORCED_ON: u8 = 1;
@@ -76,6 +80,8 @@ pub(crate) static LAYER_NORM: Switch = Switch::new(LAYER_NORM_SWITCH_VAR);
 pub(crate) static GEGLU: Switch = Switch::new(GEGLU_SWITCH_VAR);
 /// The switch of [`crate::fused_conv2d`].
 pub(crate) static CONV: Switch = Switch::new(CONV_SWITCH_VAR);
+/// The switch of [`crate::fused_linear`].
+pub(crate) static LINEAR: Switch = Switch::new(LINEAR_SWITCH_VAR);
 
 /// Whether [`crate::fused_attention`] may use the fused kernel: the override of
 /// [`set_fused_attention`] if one is set, else [`SWITCH_VAR`]. "May": the kernel still only
@@ -138,6 +144,18 @@ pub fn fused_conv_enabled() -> bool {
 /// [`SWITCH_VAR`].
 pub fn set_fused_conv(enabled: Option<bool>) {
     CONV.set(enabled);
+}
+
+/// Whether [`crate::fused_linear`] may use the CPU linear layer, as
+/// [`fused_attention_enabled`] says for the attention.
+pub fn fused_linear_enabled() -> bool {
+    LINEAR.enabled()
+}
+
+/// Overrides [`LINEAR_SWITCH_VAR`] for the whole process, as [`set_fused_attention`] does
+/// [`SWITCH_VAR`].
+pub fn set_fused_linear(enabled: Option<bool>) {
+    LINEAR.set(enabled);
 }
 
 /// The switch from an override state and the variable's setting (asked only when needed).

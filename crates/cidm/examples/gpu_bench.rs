@@ -1,6 +1,7 @@
 //! Issue 8's GPU benchmark, our side: times the five workloads of a CIDM generation and
-//! training stack, and attention, GroupNorm, LayerNorm and GEGLU alone at the UNet's shapes (fused
-//! kernels against the plain paths, checked against each other), on the backend the `cidm`
+//! training stack, and attention, GroupNorm, LayerNorm, GEGLU, the convolution and the linear
+//! layers alone at the UNet's shapes (fused kernels against the plain paths, checked against
+//! each other; the last two on the CPU only), on the backend the `cidm`
 //! features select (`cuda`, `cuda,f16`, `wgpu`, or the default CPU backend), for SD 1.5's
 //! UNet config with random weights (`--config sd15`) or a tiny one that runs in seconds on a
 //! CPU (`--config tiny`).
@@ -33,6 +34,8 @@ mod geglu;
 mod group_norm;
 #[path = "gpu_bench/layer_norm.rs"]
 mod layer_norm;
+#[path = "gpu_bench/linear.rs"]
+mod linear;
 #[path = "gpu_bench/memory.rs"]
 mod memory;
 
@@ -92,6 +95,9 @@ enum Workload {
     /// The ResNet blocks' 3x3 convolution alone at each level, the same way (Flex only: the
     /// CPU convolution).
     Conv,
+    /// The transformer blocks' linear layers alone at each transformer input, the same way
+    /// (Flex only: the CPU linear layer).
+    Linear,
 }
 
 /// Command line: the benchmark's options, or a subcommand.
@@ -354,6 +360,19 @@ fn run(args: &Args) -> Result<bool> {
         }
     }
 
+    if selected(Workload::Linear) && backend::NAME == "flex" {
+        for shape in linear::shapes(&layer_norm::shapes(&setup)) {
+            tracing::info!(?shape, "linear layer");
+            let name = shape.name();
+            let train = name.replacen("linear_", "linear_train_", 1);
+            let forward = linear::forward(shape, reps).records(&name);
+            let backward = linear::forward_backward(shape, reps).records(&train);
+            for (name, measured) in forward.into_iter().chain(backward) {
+                emit(name, measured);
+            }
+        }
+    }
+
     // A fallback would look like a slow kernel: say which path the kernels' calls took.
     let calls = [
         ("attention", cidm::kernels::dispatch_counts()),
@@ -361,6 +380,7 @@ fn run(args: &Args) -> Result<bool> {
         ("layer_norm", cidm::kernels::layer_norm_dispatch_counts()),
         ("geglu", cidm::kernels::geglu_dispatch_counts()),
         ("conv", cidm::kernels::conv_dispatch_counts()),
+        ("linear", cidm::kernels::linear_dispatch_counts()),
     ];
     for (kernel, counts) in calls {
         tracing::info!(

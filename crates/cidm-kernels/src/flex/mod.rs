@@ -14,6 +14,7 @@ mod conv;
 mod geglu;
 mod group_norm;
 mod layer_norm;
+mod linear;
 mod matmul;
 #[cfg(test)]
 mod testing;
@@ -23,6 +24,7 @@ pub(crate) use conv::{fused as fused_conv2d, ConvParams};
 pub(crate) use geglu::fused as fused_geglu;
 pub(crate) use group_norm::fused as fused_group_norm;
 pub(crate) use layer_norm::fused as fused_layer_norm;
+pub(crate) use linear::fused as fused_linear;
 
 use std::any::Any;
 

@@ -1,0 +1,354 @@
+//! The linear layer `x W + b` on Flex: one product into an output that starts as the bias,
+//! forward and, as one node of `Autodiff<Flex>`, backward.
+//!
+//! Why our own: Flex's matmul allocates its output with `FlexTensor::empty`, which zeroes a
+//! byte vector and then copies it into a fresh allocation of the alignment its storage asks
+//! for, so every product's output is written three times and two fresh buffers are faulted
+//! in page by page before the product starts (a `perf` profile of an SD 1.5 LoRA step put
+//! seven in ten of the step's page faults there); the bias is then one more operation,
+//! allocation and pass. Here the output is allocated once, filled with the bias, and the
+//! product added into it, and the backward's products write their fresh buffers directly.
+
+use burn::backend::autodiff::{
+    checkpoint::base::Checkpointer,
+    grads::Gradients,
+    ops::{Backward, Ops},
+};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{backend::Backend, ops::FloatTensor, Shape, Tensor, TensorMetadata};
+use rayon::prelude::*;
+
+use super::matmul::{product, View, ViewMut};
+use super::{contiguous, dispatch, tensor, values, Declined, FlexKernel};
+use crate::autodiff_node::{record_fused, register_fused};
+use crate::LinearUnfused;
+
+/// Products of fewer multiply-adds than this run on the calling thread: rayon's hand-off
+/// costs more than it saves below it (Flex's own matmul uses the same threshold).
+const PARALLEL_WORK: usize = 192 * 192 * 192;
+
+/// Values of the output one task of the bias's fill writes, and of the output's gradient
+/// whose column sums one task adds up for the bias's gradient (whole rows, at least one):
+/// enough that rayon's hand-off is small beside the work.
+const TASK_VALUES: usize = 1 << 16;
+
+/// The linear layer on `B` if it is Flex or `Autodiff<Flex>`: x `[rows, in]`, weight `[in,
+/// out]`, bias `[out]` (shapes checked by the caller, none of them empty); `Backend` for any other backend,
+/// `DType` for another dtype than f32.
+pub(crate) fn fused<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+) -> Result<Tensor<B, 2>, LinearUnfused> {
+    let inputs = [
+        x.into_primitive(),
+        weight.into_primitive(),
+        bias.into_primitive(),
+    ];
+    dispatch::<B, FlexLinear, 3, 2>(inputs, ()).map_err(|declined| match declined {
+        Declined::Backend => LinearUnfused::Backend,
+        Declined::DType(dtype) => LinearUnfused::DType { dtype },
+    })
+}
+
+/// The linear layer as a [`FlexKernel`]: inputs `[x, weight, bias]`.
+struct FlexLinear;
+
+impl FlexKernel<3> for FlexLinear {
+    type Params = ();
+
+    fn plain([x, weight, bias]: [FlexTensor; 3], (): ()) -> FlexTensor {
+        forward(&x, &weight, &bias)
+    }
+
+    fn autodiff(
+        [x, weight, bias]: [FloatTensor<Autodiff<Flex>>; 3],
+        (): (),
+    ) -> FloatTensor<Autodiff<Flex>> {
+        let out = forward(&x.primitive, &weight.primitive, &bias.primitive);
+        // x is kept only for a trained weight's gradient, as burn's matmul keeps it: with a
+        // frozen one (LoRA training) the node would otherwise hold every layer's input until
+        // its backward.
+        let weight_tracked = !weight.node.requirement.is_none();
+        record_fused(
+            LinearBackward,
+            [x, weight, bias],
+            out,
+            |[x, weight, _bias], _| Saved {
+                x_shape: x.shape(),
+                x: weight_tracked.then_some(x),
+                weight,
+            },
+        )
+    }
+}
+
+/// What the backward needs: x's shape, x itself where the weight is trained (for its
+/// gradient), and the weight (for x's).
+#[derive(Debug, Clone)]
+struct Saved {
+    x_shape: Shape,
+    x: Option<FlexTensor>,
+    weight: FlexTensor,
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 3> for LinearBackward {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        register_fused::<Flex, _, 3>(ops, grads, |saved, grad_out, tracked| {
+            backward(&saved, &grad_out, tracked)
+        });
+    }
+}
+
+/// A 2-D tensor as it can be read in place: itself where no stride is negative (any
+/// layout of a transpose or a slice), else a contiguous copy (a flipped tensor).
+fn readable(matrix: &FlexTensor) -> FlexTensor {
+    if matrix.layout().strides().iter().all(|&s| s >= 0) {
+        matrix.clone()
+    } else {
+        contiguous(matrix)
+    }
+}
+
+/// A tensor made by [`readable`] as a view of its storage.
+fn view(matrix: &FlexTensor) -> View<'_> {
+    let (shape, layout) = (matrix.shape(), matrix.layout());
+    let strides = layout.strides();
+    View::new(
+        &matrix.storage::<f32>()[layout.start_offset()..],
+        [shape[0], shape[1]],
+        [strides[0], strides[1]].map(isize::unsigned_abs),
+    )
+}
+
+/// `lhs rhs` into a fresh `[rows, columns]` buffer, on rayon's pool when it is large.
+fn fresh_product(lhs: View, rhs: View) -> Vec<f32> {
+    let ([rows, inner], [_, columns]) = (lhs.dims(), rhs.dims());
+    let mut out = vec![0.0f32; rows * columns];
+    let dst = ViewMut::rows(&mut out, rows, columns, columns);
+    product(dst, lhs, rhs, 1.0, false, parallel(rows, inner, columns));
+    out
+}
+
+/// Whole rows of `columns` values in about [`TASK_VALUES`] values, at least one.
+fn task_rows(columns: usize) -> usize {
+    (TASK_VALUES / columns).max(1)
+}
+
+/// Whether a product of `[rows, inner]` by `[inner, columns]` runs on rayon's pool.
+fn parallel(rows: usize, inner: usize, columns: usize) -> bool {
+    rows.saturating_mul(inner).saturating_mul(columns) >= PARALLEL_WORK
+}
+
+/// `out = x weight + bias`: the bias written into every row, then the product added.
+fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
+    let [x, weight] = [x, weight].map(readable);
+    let bias = contiguous(bias);
+    let (lhs, rhs, bias) = (view(&x), view(&weight), values(&bias));
+    let ([rows, inner], [_, columns]) = (lhs.dims(), rhs.dims());
+    let mut out = vec![0.0f32; rows * columns];
+    out.par_chunks_mut(task_rows(columns) * columns)
+        .for_each(|block| {
+            block
+                .chunks_mut(columns)
+                .for_each(|row| row.copy_from_slice(bias));
+        });
+    let dst = ViewMut::rows(&mut out, rows, columns, columns);
+    product(dst, lhs, rhs, 1.0, true, parallel(rows, inner, columns));
+    tensor(out, [rows, columns])
+}
+
+/// The gradients `[x, weight, bias]` from the output's gradient, each where `tracked` asks
+/// for it: x's by the weight's transpose, the weight's by x's transpose times the output's
+/// gradient, the bias's the output's gradient summed over rows (in f64).
+fn backward(
+    saved: &Saved,
+    grad_out: &FlexTensor,
+    [x_tracked, weight_tracked, bias_tracked]: [bool; 3],
+) -> [Option<FlexTensor>; 3] {
+    let grad_out = readable(grad_out);
+    let dy = view(&grad_out);
+    let columns = dy.dims()[1];
+    let dx = x_tracked.then(|| {
+        let weight = readable(&saved.weight);
+        tensor(fresh_product(dy, view(&weight).t()), saved.x_shape.clone())
+    });
+    // x was saved only if the weight was tracked then, which is when it is now.
+    let dw = saved.x.as_ref().filter(|_| weight_tracked).map(|x| {
+        let x = readable(x);
+        tensor(fresh_product(view(&x).t(), dy), saved.weight.shape())
+    });
+    let db = bias_tracked.then(|| {
+        let dy = contiguous(&grad_out);
+        let dy = values(&dy);
+        let sums = dy
+            .par_chunks(task_rows(columns) * columns)
+            .map(|block| {
+                let mut sums = vec![0.0f64; columns];
+                for row in block.chunks(columns) {
+                    for (sum, &v) in sums.iter_mut().zip(row) {
+                        *sum += f64::from(v);
+                    }
+                }
+                sums
+            })
+            .reduce(
+                || vec![0.0f64; columns],
+                |mut a, b| {
+                    a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            );
+        tensor(sums.into_iter().map(|s| s as f32).collect(), [columns])
+    });
+    [dx, dw, db]
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+    use burn::tensor::{DType, FloatDType, Tensor};
+    use proptest::prelude::*;
+
+    use super::{fused, PARALLEL_WORK, TASK_VALUES};
+    use crate::flex::testing::{max_rel_err, normal, AB};
+    use crate::LinearUnfused;
+
+    /// One layer's sizes, `[rows, in, out]`, and how its inputs lie: x and the weight as
+    /// transposes of row-major leaves (strided views, column-major) where asked.
+    #[derive(Debug, Clone, Copy)]
+    struct Case {
+        sizes: [usize; 3],
+        x_transposed: bool,
+        weight_transposed: bool,
+        train: bool,
+        seed: u64,
+    }
+
+    /// A `[rows, columns]` leaf, or the transpose of a `[columns, rows]` one, with the leaf
+    /// (whose gradient the test reads) as the second value.
+    fn matrix(
+        [rows, columns]: [usize; 2],
+        transposed: bool,
+        seed: u64,
+    ) -> (Tensor<AB, 2>, Tensor<AB, 2>) {
+        if transposed {
+            let leaf = normal([columns, rows], seed, 0.0);
+            (leaf.clone().transpose(), leaf)
+        } else {
+            let leaf = normal([rows, columns], seed, 0.0);
+            (leaf.clone(), leaf)
+        }
+    }
+
+    /// Output and the gradients of x, the weight and the bias of `sum(out * w)`, through the
+    /// product or, as the reference, through burn's matmul and add in f64 (differentiated by
+    /// burn's autodiff); the weight and the bias frozen unless `train`.
+    fn run(case: Case, ours: bool) -> Vec<Tensor<Flex, 2>> {
+        let [rows, d_in, d_out] = case.sizes;
+        let (x, x_leaf) = matrix([rows, d_in], case.x_transposed, case.seed);
+        let (weight, weight_leaf) = matrix([d_in, d_out], case.weight_transposed, case.seed + 1);
+        let bias = normal([d_out], case.seed + 2, 0.0);
+        // Frozen: leaves without `require_grad`.
+        let (weight, weight_leaf, bias) = if case.train {
+            (weight, weight_leaf, bias)
+        } else {
+            let frozen = |t: Tensor<AB, 2>| Tensor::from_inner(t.inner());
+            (
+                frozen(weight),
+                frozen(weight_leaf),
+                Tensor::from_inner(bias.inner()),
+            )
+        };
+        let out = if ours {
+            fused(x, weight, bias.clone()).expect("f32 on Autodiff<Flex>")
+        } else {
+            let [x, weight] = [x, weight].map(|t| t.cast(FloatDType::F64));
+            let bias = bias.clone().cast(FloatDType::F64).unsqueeze_dim(0);
+            (x.matmul(weight) + bias).cast(FloatDType::F32)
+        };
+        let w = normal(out.dims(), case.seed + 3, 0.0).detach();
+        let grads = (out.clone() * w).sum().backward();
+        let mut results = vec![out.inner()];
+        results.extend(x_leaf.grad(&grads));
+        results.extend(weight_leaf.grad(&grads));
+        results.extend(bias.grad(&grads).map(|g| g.unsqueeze_dim(0)));
+        results
+    }
+
+    fn assert_matches(case: Case) -> Result<(), TestCaseError> {
+        let (got, want) = (run(case, true), run(case, false));
+        prop_assert_eq!(got.len(), if case.train { 4 } else { 2 }, "ours");
+        prop_assert_eq!(want.len(), got.len(), "burn's");
+        for (name, (a, b)) in ["out", "dx", "dw", "db"]
+            .iter()
+            .zip(got.into_iter().zip(want))
+        {
+            let err = max_rel_err(a, b);
+            prop_assert!(err < 1e-5, "{}: {}", name, err);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The product's output and gradients equal burn's matmul and bias add in f64 for any
+        /// sizes, x and the weight read in place as row- or column-major views, the weight and
+        /// the bias trained or frozen (then only x gets a gradient): to f32 rounding, 1e-5 of
+        /// the largest value.
+        #[test]
+        fn output_and_gradients_equal_burns_matmul_and_add(
+            sizes in (1usize..40, 1usize..24, 1usize..24).prop_map(|(r, i, o)| [r, i, o]),
+            x_transposed: bool,
+            weight_transposed: bool,
+            train: bool,
+            seed in 0u64..1000,
+        ) {
+            assert_matches(Case { sizes, x_transposed, weight_transposed, train, seed })?;
+        }
+    }
+
+    /// The same at a size whose products run on rayon's pool and whose bias fill and bias
+    /// gradient split into several tasks.
+    #[test]
+    fn large_layers_equal_burns_matmul_and_add() {
+        let sizes = [1500, 70, 100];
+        assert!(sizes.iter().product::<usize>() >= PARALLEL_WORK);
+        assert!(sizes[0] * sizes[2] > 2 * TASK_VALUES);
+        for train in [false, true] {
+            let case = Case {
+                sizes,
+                x_transposed: false,
+                weight_transposed: train,
+                train,
+                seed: 7,
+            };
+            assert_matches(case).unwrap();
+        }
+    }
+
+    /// Known values without autodiff: `[[1, 2], [3, 4]]` times `[[1, 0, 1], [0, 1, 1]]` plus
+    /// `[0.5, -1, 0]` is `[[1.5, 1, 3], [3.5, 3, 7]]`. f16 is declined.
+    #[test]
+    fn known_values_and_half_precision() {
+        let device = Default::default();
+        let x = Tensor::<Flex, 2>::from_floats([[1.0, 2.0], [3.0, 4.0]], &device);
+        let weight = Tensor::<Flex, 2>::from_floats([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], &device);
+        let bias = Tensor::<Flex, 1>::from_floats([0.5, -1.0, 0.0], &device);
+        let out = fused(x.clone(), weight.clone(), bias.clone()).expect("f32 on Flex");
+        let want = Tensor::from_floats([[1.5, 1.0, 3.0], [3.5, 3.0, 7.0]], &device);
+        assert_eq!(max_rel_err(out, want), 0.0);
+        let half = x.cast(FloatDType::F16);
+        assert_eq!(
+            fused(half, weight, bias).unwrap_err(),
+            LinearUnfused::DType { dtype: DType::F16 }
+        );
+    }
+}
