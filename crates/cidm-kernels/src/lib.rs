@@ -47,6 +47,11 @@
 //! backward scatters x's gradient back over the patches ([`ConvUnfused`] elsewhere, and the
 //! caller runs burn's convolution).
 //!
+//! [`fused_linear`] is the linear layer `x W + b` for Flex alone, where burn's matmul zeroes
+//! and copies its output before the product and the bias is one more operation: the output
+//! written once, filled with the bias and the product added into it, and under autodiff one
+//! node ([`LinearUnfused`] elsewhere, and the caller runs burn's matmul and add).
+//!
 //! [`on_cube_backend`] says whether a tensor is on a backend the kernels run on, for layout
 //! choices that follow burn-cubecl's kernels (convolution weights).
 //!
@@ -55,9 +60,10 @@
 //! declines. Setting
 //! `CIDM_FUSED_ATTENTION=0` ([`SWITCH_VAR`]), `CIDM_FUSED_GROUP_NORM=0`
 //! ([`GROUP_NORM_SWITCH_VAR`]), `CIDM_FUSED_LAYER_NORM=0` ([`LAYER_NORM_SWITCH_VAR`]) or
-//! `CIDM_FUSED_GEGLU=0` ([`GEGLU_SWITCH_VAR`]) or `CIDM_FUSED_CONV=0` ([`CONV_SWITCH_VAR`])
-//! forces that plain path, and [`set_fused_attention`], [`set_fused_group_norm`],
-//! [`set_fused_layer_norm`], [`set_fused_geglu`] and [`set_fused_conv`] do so from code, at run
+//! `CIDM_FUSED_GEGLU=0` ([`GEGLU_SWITCH_VAR`]), `CIDM_FUSED_CONV=0` ([`CONV_SWITCH_VAR`]) or
+//! `CIDM_FUSED_LINEAR=0` ([`LINEAR_SWITCH_VAR`]) forces that plain path, and
+//! [`set_fused_attention`], [`set_fused_group_norm`], [`set_fused_layer_norm`],
+//! [`set_fused_geglu`], [`set_fused_conv`] and [`set_fused_linear`] do so from code, at run
 //! time.
 
 mod attention;
@@ -65,6 +71,7 @@ mod attention;
 mod autodiff_node;
 mod backend_probe;
 mod conv;
+mod cpu_pool;
 mod geglu;
 mod group_norm;
 mod layer_norm;
@@ -84,6 +91,7 @@ mod fused_ops;
 pub use attention::{fused_attention, MAX_HEAD_DIM};
 pub use backend_probe::on_cube_backend;
 pub use conv::{fused_conv2d, ConvUnfused};
+pub use cpu_pool::on_cpu_pool;
 pub use geglu::{fused_geglu, GegluUnfused};
 pub use group_norm::{fused_group_norm, GroupNormOptions, GroupNormUnfused};
 pub use layer_norm::{fused_layer_norm, LayerNormUnfused};

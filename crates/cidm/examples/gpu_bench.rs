@@ -183,13 +183,17 @@ fn main() -> ExitCode {
             cidm,
             torch,
             top,
-        }) => profile::read(cidm, torch).map(|(cidm, torch)| {
-            for line in profile::summary(workload, dtype, &cidm, &torch, *top) {
-                println!("{line}");
-            }
-            true
-        }),
-        None => run(&cli.args),
+        }) => profile::read(cidm, torch)
+            .map(|(cidm, torch)| {
+                for line in profile::summary(workload, dtype, &cidm, &torch, *top) {
+                    println!("{line}");
+                }
+                true
+            })
+            .map_err(|e| e.to_string()),
+        // On the CPU the workloads run on the pool's threads, as the `cidm` command line
+        // runs its commands (see `cidm_kernels::on_cpu_pool`).
+        None => cidm::kernels::on_cpu_pool(|| run(&cli.args).map_err(|e| e.to_string())),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -24,10 +24,6 @@ use super::{contiguous, dispatch, tensor, values, Declined, FlexKernel};
 use crate::autodiff_node::{record_fused, register_fused};
 use crate::LinearUnfused;
 
-/// Products of fewer multiply-adds than this run on the calling thread: rayon's hand-off
-/// costs more than it saves below it (Flex's own matmul uses the same threshold).
-const PARALLEL_WORK: usize = 192 * 192 * 192;
-
 /// Values of the output one task of the bias's fill writes, and of the output's gradient
 /// whose column sums one task adds up for the bias's gradient (whole rows, at least one):
 /// enough that rayon's hand-off is small beside the work.
@@ -129,10 +125,10 @@ fn view(matrix: &FlexTensor) -> View<'_> {
 
 /// `lhs rhs` into a fresh `[rows, columns]` buffer, on rayon's pool when it is large.
 fn fresh_product(lhs: View, rhs: View) -> Vec<f32> {
-    let ([rows, inner], [_, columns]) = (lhs.dims(), rhs.dims());
+    let ([rows, _], [_, columns]) = (lhs.dims(), rhs.dims());
     let mut out = vec![0.0f32; rows * columns];
     let dst = ViewMut::rows(&mut out, rows, columns, columns);
-    product(dst, lhs, rhs, 1.0, false, parallel(rows, inner, columns));
+    product(dst, lhs, rhs, 1.0, false, true);
     out
 }
 
@@ -141,17 +137,12 @@ fn task_rows(columns: usize) -> usize {
     (TASK_VALUES / columns).max(1)
 }
 
-/// Whether a product of `[rows, inner]` by `[inner, columns]` runs on rayon's pool.
-fn parallel(rows: usize, inner: usize, columns: usize) -> bool {
-    rows.saturating_mul(inner).saturating_mul(columns) >= PARALLEL_WORK
-}
-
 /// `out = x weight + bias`: the bias written into every row, then the product added.
 fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
     let [x, weight] = [x, weight].map(readable);
     let bias = contiguous(bias);
     let (lhs, rhs, bias) = (view(&x), view(&weight), values(&bias));
-    let ([rows, inner], [_, columns]) = (lhs.dims(), rhs.dims());
+    let ([rows, _], [_, columns]) = (lhs.dims(), rhs.dims());
     let mut out = vec![0.0f32; rows * columns];
     out.par_chunks_mut(task_rows(columns) * columns)
         .for_each(|block| {
@@ -160,7 +151,7 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor
                 .for_each(|row| row.copy_from_slice(bias));
         });
     let dst = ViewMut::rows(&mut out, rows, columns, columns);
-    product(dst, lhs, rhs, 1.0, true, parallel(rows, inner, columns));
+    product(dst, lhs, rhs, 1.0, true, true);
     tensor(out, [rows, columns])
 }
 
@@ -216,7 +207,8 @@ mod tests {
     use burn::tensor::{DType, FloatDType, Tensor};
     use proptest::prelude::*;
 
-    use super::{fused, PARALLEL_WORK, TASK_VALUES};
+    use super::{fused, TASK_VALUES};
+    use crate::flex::matmul::PARALLEL_WORK;
     use crate::flex::testing::{max_rel_err, normal, AB};
     use crate::LinearUnfused;
 

@@ -116,9 +116,14 @@ impl<'a> ViewMut<'a> {
     }
 }
 
+/// Products of fewer multiply-adds than this run on the calling thread even where the caller
+/// allows the pool: rayon's hand-off costs more than it saves below it (Flex's own matmul
+/// uses the same threshold).
+pub(super) const PARALLEL_WORK: usize = 192 * 192 * 192;
+
 /// `dst = alpha * lhs rhs`, or with `accumulate` `dst += alpha * lhs rhs`, over strided views;
-/// with `parallel`, on rayon's pool (gemm splits the product between its threads), else on
-/// the calling thread.
+/// with `parallel`, on rayon's pool when the product has at least [`PARALLEL_WORK`]
+/// multiply-adds (gemm splits it between its threads), else on the calling thread.
 ///
 /// # Panics
 /// When the views' dimensions do not chain (`lhs` `[m, k]`, `rhs` `[k, n]`, `dst` `[m, n]`)
@@ -148,7 +153,7 @@ pub(super) fn product(
     if m == 0 || n == 0 {
         return;
     }
-    let parallelism = if parallel {
+    let parallelism = if parallel && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_WORK {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
@@ -188,7 +193,7 @@ pub(super) fn product(
 
 #[cfg(test)]
 mod tests {
-    use super::{product, View, ViewMut};
+    use super::{product, View, ViewMut, PARALLEL_WORK};
 
     /// `[[1, 2, 3], [4, 5, 6]]` times `[[1, 0], [0, 1], [1, 1]]` is `[[4, 5], [10, 11]]`, with
     /// either factor given as its transpose; `alpha` scales the product, and `accumulate`
@@ -218,19 +223,44 @@ mod tests {
     }
 
     /// The same product with the factors and the result as blocks of wider rows (the
-    /// convolution's tiles): only the block's values change, in parallel as on one thread.
+    /// convolution's tiles): only the block's values change.
     #[test]
     fn strided_blocks() {
         // lhs [[1, 2, 3], [4, 5, 6]] in rows of 4; rhs [[1, 0], [0, 1], [1, 1]] in rows of 3.
         let lhs = [1.0, 2.0, 3.0, -1.0, 4.0, 5.0, 6.0, -1.0];
         let rhs = [1.0, 0.0, -1.0, 0.0, 1.0, -1.0, 1.0, 1.0, -1.0];
-        for parallel in [false, true] {
-            let mut dst = [7.0f32; 6];
-            let view = ViewMut::rows(&mut dst, 2, 2, 3);
-            let (a, b) = (View::strided(&lhs, 2, 3, 4), View::strided(&rhs, 3, 2, 3));
-            product(view, a, b, 1.0, false, parallel);
-            assert_eq!(dst, [4.0, 5.0, 7.0, 10.0, 11.0, 7.0]);
-        }
+        let mut dst = [7.0f32; 6];
+        let view = ViewMut::rows(&mut dst, 2, 2, 3);
+        let (a, b) = (View::strided(&lhs, 2, 3, 4), View::strided(&rhs, 3, 2, 3));
+        product(view, a, b, 1.0, false, true);
+        assert_eq!(dst, [4.0, 5.0, 7.0, 10.0, 11.0, 7.0]);
+    }
+
+    /// A product large enough for rayon's pool ([`PARALLEL_WORK`] multiply-adds) gives what
+    /// the calling thread alone gives, into strided rows: gemm splits the output between its
+    /// threads, each value summed in the same order.
+    #[test]
+    fn products_on_the_pool_equal_the_calling_threads() {
+        let (m, k, n) = (200, 190, 210);
+        assert!(m * k * n >= PARALLEL_WORK);
+        let lhs: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let rhs: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 * 0.25).collect();
+        let run = |parallel| {
+            let mut dst = vec![-1.0f32; m * (n + 3)];
+            let view = ViewMut::rows(&mut dst, m, n, n + 3);
+            product(
+                view,
+                View::rows(&lhs, m, k),
+                View::rows(&rhs, k, n),
+                1.0,
+                false,
+                parallel,
+            );
+            dst
+        };
+        let (pool, alone) = (run(true), run(false));
+        assert_eq!(pool, alone);
+        assert!(alone.chunks(n + 3).all(|row| row[n..] == [-1.0; 3]));
     }
 
     /// `t` and `rows_from` as the attention uses them on a strided head: rows 1..3 of `[[1,

@@ -49,19 +49,27 @@ fn main() -> ExitCode {
         .init();
     // burn panics where a device runs out of memory or refuses a kernel: reported as an
     // error like the others (after the panic messages), not as a crash.
-    let result = catch_backend_panic(|| match cli.command {
-        Command::Inspect(args) => inspect::run(args),
-        Command::Demo(args) => demo::run(args),
-        Command::Benchmark(args) => benchmark::run(args),
-        Command::Generate(args) => generate::run(args),
-        Command::TrainTask(args) => train_task::run(args),
-        Command::Store(args) => store::run(args),
-        Command::Eval(args) => eval::run(args),
+    // On the CPU the work runs on the pool's threads, not beside them (see `on_cpu_pool`);
+    // the error comes back as its message (errors may hold sources that cannot cross
+    // threads).
+    let result = cidm::kernels::on_cpu_pool(|| {
+        let result = catch_backend_panic(|| match cli.command {
+            Command::Inspect(args) => inspect::run(args),
+            Command::Demo(args) => demo::run(args),
+            Command::Benchmark(args) => benchmark::run(args),
+            Command::Generate(args) => generate::run(args),
+            Command::TrainTask(args) => train_task::run(args),
+            Command::Store(args) => store::run(args),
+            Command::Eval(args) => eval::run(args),
+        });
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(panic) => Err(panic.to_string()),
+        }
     });
-    let error = match result {
-        Ok(Ok(())) => return ExitCode::SUCCESS,
-        Ok(Err(err)) => err.to_string(),
-        Err(panic) => panic.to_string(),
+    let Err(error) = result else {
+        return ExitCode::SUCCESS;
     };
     eprintln!("error: {error}");
     ExitCode::FAILURE
