@@ -36,7 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .join("../cidm-diffusion/tests/fixtures/clip-tokenizer")
         });
     let device = Default::default();
-    let record = pretrain::<Autodiff<Flex>>(&config, &tokenizer, &out, "flex", &device)?;
+    // On the pool's threads, not beside them (see `cidm_kernels::on_cpu_pool`).
+    let record = cidm_kernels::on_cpu_pool(|| {
+        pretrain::<Autodiff<Flex>>(&config, &tokenizer, &out, "flex", &device)
+            .map_err(|e| e.to_string())
+    })?;
     println!("{}", serde_json::to_string_pretty(&record)?);
 
     if prompts == 0 {

@@ -18,6 +18,13 @@ use cidm_lora::{DenoisingBatch, LoraAdapter, LoraConfig, LoraTrainer, LoraTraini
 type AB = Autodiff<Flex>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // On the pool's threads, as `cidm demo` runs (see `cidm_kernels::on_cpu_pool`).
+    cidm_kernels::on_cpu_pool(|| measure().map_err(|e| e.to_string()))?;
+    Ok(())
+}
+
+/// Times the steps and prints them.
+fn measure() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(
         args.next()

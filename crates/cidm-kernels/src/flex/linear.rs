@@ -178,7 +178,9 @@ fn backward(
     let db = bias_tracked.then(|| {
         let dy = contiguous(&grad_out);
         let dy = values(&dy);
-        let sums = dy
+        // Each task's partial sums, then their sum in the tasks' order: the same bits
+        // whichever thread ran which task (a tree of rayon's `reduce` is shaped by stealing).
+        let partials: Vec<Vec<f64>> = dy
             .par_chunks(task_rows(columns) * columns)
             .map(|block| {
                 let mut sums = vec![0.0f64; columns];
@@ -189,13 +191,11 @@ fn backward(
                 }
                 sums
             })
-            .reduce(
-                || vec![0.0f64; columns],
-                |mut a, b| {
-                    a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                    a
-                },
-            );
+            .collect();
+        let mut sums = vec![0.0f64; columns];
+        for partial in partials {
+            sums.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
+        }
         tensor(sums.into_iter().map(|s| s as f32).collect(), [columns])
     });
     [dx, dw, db]
