@@ -117,7 +117,7 @@ fn unsupported<B: Backend>(
     None
 }
 
-/// The loops of `flex::conv` (a zero bias where there is none).
+/// The loops of `flex::conv`.
 #[cfg(feature = "flex")]
 fn run<B: Backend>(
     x: &Tensor<B, 4>,
@@ -125,16 +125,13 @@ fn run<B: Backend>(
     bias: Option<&Tensor<B, 1>>,
     options: &PaddedConvOptions<2>,
 ) -> Result<Tensor<B, 4>, ConvUnfused> {
-    let bias = bias.cloned().unwrap_or_else(|| {
-        Tensor::<B, 1>::zeros([weight.dims()[0]], &weight.device()).cast(weight.dtype())
-    });
     let params = crate::flex::ConvParams {
         stride: options.options.stride,
         padding: options.options.padding,
         padding_end: options.padding_end.unwrap_or(options.options.padding),
         dilation: options.options.dilation,
     };
-    crate::flex::fused_conv2d(x.clone(), weight.clone(), bias, params)
+    crate::flex::fused_conv2d(x.clone(), weight.clone(), bias.cloned(), params)
 }
 
 /// Without the `flex` feature: declined before any tensor work.

@@ -89,17 +89,14 @@ fn unsupported<B: Backend>(
     })
 }
 
-/// The product of `flex::linear` (a zero bias where there is none).
+/// The product of `flex::linear`.
 #[cfg(feature = "flex")]
 fn run<B: Backend>(
     x: &Tensor<B, 2>,
     weight: &Tensor<B, 2>,
     bias: Option<&Tensor<B, 1>>,
 ) -> Result<Tensor<B, 2>, LinearUnfused> {
-    let bias = bias.cloned().unwrap_or_else(|| {
-        Tensor::<B, 1>::zeros([weight.dims()[1]], &weight.device()).cast(weight.dtype())
-    });
-    crate::flex::fused_linear(x.clone(), weight.clone(), bias)
+    crate::flex::fused_linear(x.clone(), weight.clone(), bias.cloned())
 }
 
 /// Without the `flex` feature: declined before any tensor work.

@@ -30,8 +30,8 @@ use burn::backend::Flex;
 use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorMetadata};
 use rayon::prelude::*;
 
-use super::matmul::{product, View, ViewMut};
-use super::{contiguous, dispatch, exp, tensor, vectorized, Declined, FlexKernel};
+use super::matmul::{product, Matrices, View, ViewMut};
+use super::{dispatch, exp, tensor, vectorized, Declined, FlexKernel};
 use crate::autodiff_node::{record_fused, register_fused};
 use crate::{Unfused, UnfusedReason};
 
@@ -110,7 +110,7 @@ fn tracked(
 }
 
 /// `softmax(q k^T * scale) v` of q `[batch, heads, len_q, dim]` and k, v `[batch, heads,
-/// len_k, dim]` (any layout, read where they lie: see [`Heads`]), `[batch, heads, len_q,
+/// len_k, dim]` (any layout, read where they lie: see [`in_place_heads`]), `[batch, heads, len_q,
 /// dim]` contiguous.
 fn attend(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, scale: f32) -> FlexTensor {
     let shape = q.shape();
@@ -119,7 +119,7 @@ fn attend(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, scale: f32) -> FlexTen
         len_k: k.shape()[2],
         dim: shape[3],
     };
-    let [q, k, v] = [q, k, v].map(Heads::new);
+    let [q, k, v] = [q, k, v].map(in_place_heads);
     tensor(forward([&q, &k, &v], shape[1], dims, scale), shape)
 }
 
@@ -131,56 +131,19 @@ struct AttentionDims {
     dim: usize,
 }
 
-/// A `[batch, heads, rows, dim]` tensor read in place, each head a `[rows, dim]` matrix whose
-/// rows lie the tensor's row stride apart: the tensor itself where its last dimension is dense and its other
-/// strides are not negative (a flipped tensor is copied contiguous first). The model's heads
-/// are such views (`[batch, tokens, heads * dim]` reshaped and transposed); copying them
-/// contiguous was about 1% of an SD 1.5 UNet step on the CPU.
-struct Heads {
-    tensor: FlexTensor,
-    /// The strides of the batch, the head and the row.
-    strides: [usize; 3],
-    rows: usize,
-    dim: usize,
-}
-
-impl Heads {
-    fn new(tensor: &FlexTensor) -> Self {
-        let in_place = |t: &FlexTensor| {
-            let strides = t.layout().strides();
-            (strides[3] == 1 || t.shape()[3] == 1) && strides.iter().all(|&s| s >= 0)
-        };
-        let tensor = if in_place(tensor) {
-            tensor.clone()
-        } else {
-            contiguous(tensor)
-        };
-        let strides = tensor.layout().strides();
-        let strides = [0, 1, 2].map(|d| strides[d].unsigned_abs());
-        let shape = tensor.shape();
-        Self {
-            strides,
-            rows: shape[2],
-            dim: shape[3],
-            tensor,
-        }
-    }
-
-    /// Head `head` of sample `batch`, `[rows, dim]`.
-    fn matrix(&self, batch: usize, head: usize) -> View<'_> {
-        let start =
-            self.tensor.layout().start_offset() + batch * self.strides[0] + head * self.strides[1];
-        let values = self.tensor.storage::<f32>();
-        View::strided(&values[start..], self.rows, self.dim, self.strides[2])
-    }
+/// A `[batch, heads, rows, dim]` tensor read where it lies, each head a `[rows, dim]`
+/// matrix with dense rows: the model's heads are such views (`[batch, tokens, heads * dim]`
+/// reshaped and transposed).
+fn in_place_heads(tensor: &FlexTensor) -> Matrices {
+    Matrices::new(tensor, true)
 }
 
 /// The forward over every sample and head: tasks of up to [`FORWARD_SCORES`] scores, each one
 /// block of query rows of one head (a thread's consecutive tasks share the head's keys and
 /// values in its cache), writing `[batch, heads, len_q, dim]`.
-fn forward([q, k, v]: [&Heads; 3], heads: usize, dims: AttentionDims, scale: f32) -> Vec<f32> {
+fn forward([q, k, v]: [&Matrices; 3], heads: usize, dims: AttentionDims, scale: f32) -> Vec<f32> {
     let AttentionDims { len_q, len_k, dim } = dims;
-    let mut out = vec![0.0f32; q.tensor.shape().num_elements()];
+    let mut out = vec![0.0f32; q.tensor().shape().num_elements()];
     if out.is_empty() {
         return out;
     }
@@ -193,9 +156,9 @@ fn forward([q, k, v]: [&Heads; 3], heads: usize, dims: AttentionDims, scale: f32
     heads_out.for_each(|(index, out)| {
         let (sample, head) = (index / heads, index % heads);
         let (q, k_t, v) = (
-            q.matrix(sample, head),
-            k.matrix(sample, head).t(),
-            v.matrix(sample, head),
+            q.at(&[sample, head]),
+            k.at(&[sample, head]).t(),
+            v.at(&[sample, head]),
         );
         let blocks = out.par_chunks_mut(rows * dim).enumerate();
         blocks.for_each_init(
@@ -295,7 +258,7 @@ impl Backward<Flex, 3> for RecomputingBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         register_fused::<Flex, _, 3>(ops, grads, |saved, grad_out, _| {
-            let inputs = [&saved.q, &saved.k, &saved.v, &saved.out, &grad_out].map(Heads::new);
+            let inputs = [&saved.q, &saved.k, &saved.v, &saved.out, &grad_out].map(in_place_heads);
             let [q_shape, k_shape] = [&saved.q, &saved.k].map(|t| t.shape());
             let dims = AttentionDims {
                 len_q: q_shape[2],
@@ -316,14 +279,15 @@ impl Backward<Flex, 3> for RecomputingBackward {
 /// = rowsum(dO * O)`, `dV += P^T dO`, `dS = P * (dO V^T - D)`, `dQ = dS K * scale` and `dK +=
 /// dS^T Q * scale`.
 fn backward(
-    [q, k, v, out, grad_out]: &[Heads; 5],
+    [q, k, v, out, grad_out]: &[Matrices; 5],
     heads: usize,
     dims: AttentionDims,
     scale: f32,
     budget: usize,
 ) -> [Vec<f32>; 3] {
     let AttentionDims { len_q, len_k, dim } = dims;
-    let [mut dq, mut dk, mut dv] = [q, k, v].map(|t| vec![0.0f32; t.tensor.shape().num_elements()]);
+    let [mut dq, mut dk, mut dv] =
+        [q, k, v].map(|t| vec![0.0f32; t.tensor().shape().num_elements()]);
     if dq.is_empty() || dk.is_empty() {
         return [dq, dk, dv];
     }
@@ -339,7 +303,7 @@ fn backward(
         .enumerate()
         .for_each(|(index, ((dq, dk), dv))| {
             let (sample, head) = (index / heads, index % heads);
-            let [q, k, v, out, grad_out] = [q, k, v, out, grad_out].map(|t| t.matrix(sample, head));
+            let [q, k, v, out, grad_out] = [q, k, v, out, grad_out].map(|t| t.at(&[sample, head]));
             let inputs = HeadInputs {
                 q,
                 k,
@@ -547,10 +511,10 @@ mod tests {
         let k = split(normal([batch, 13, heads * dim], 2, 0.0).inner()).narrow(2, 2, 11);
         let v = split(normal([batch, 11, heads * dim], 3, 0.0).inner()).flip([2]);
         let primitive = |t: &Tensor<Flex, 4>| t.clone().into_primitive().tensor();
-        let [q_in, k_in, v_in] = [&q, &k, &v].map(|t| Heads::new(&primitive(t)));
-        assert!(q_in.tensor.layout().strides() == primitive(&q).layout().strides());
-        assert!(k_in.tensor.layout().start_offset() > 0);
-        assert!(v_in.tensor.is_contiguous());
+        let [q_in, k_in, v_in] = [&q, &k, &v].map(|t| in_place_heads(&primitive(t)));
+        assert!(q_in.tensor().layout().strides() == primitive(&q).layout().strides());
+        assert!(k_in.tensor().layout().start_offset() > 0);
+        assert!(v_in.tensor().is_contiguous());
         let got = run(q.clone(), k.clone(), v.clone(), 0.5).expect("f32 on Flex");
         let options = AttentionModuleOptions {
             scale: Some(0.5),

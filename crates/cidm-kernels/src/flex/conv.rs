@@ -25,7 +25,10 @@ use burn::tensor::{backend::Backend, ops::FloatTensor, Shape, Tensor, TensorMeta
 use rayon::prelude::*;
 
 use super::matmul::{product, View, ViewMut};
-use super::{contiguous, dispatch, sum_f64, tensor, values, Declined, FlexKernel};
+use super::{
+    contiguous, dispatch, grads_with_optional_bias, sum_f64, tensor, tracked_with_optional_bias,
+    values, with_optional_bias, Declined, FlexKernel,
+};
 use crate::autodiff_node::{record_fused, register_fused};
 use crate::ConvUnfused;
 
@@ -45,43 +48,46 @@ pub(crate) struct ConvParams {
 }
 
 /// The convolution on `B` if it is Flex or `Autodiff<Flex>`: x `[batch, in, h, w]`, weight
-/// `[out, in, kh, kw]`, bias `[out]` (shapes checked by the caller); `Backend` for any other
-/// backend, `DType` for another dtype than f32.
+/// `[out, in, kh, kw]`, bias `[out]` if any (shapes checked by the caller); `Backend` for
+/// any other backend, `DType` for another dtype than f32.
 pub(crate) fn fused<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
-    bias: Tensor<B, 1>,
+    bias: Option<Tensor<B, 1>>,
     params: ConvParams,
 ) -> Result<Tensor<B, 4>, ConvUnfused> {
-    let inputs = [
-        x.into_primitive(),
-        weight.into_primitive(),
-        bias.into_primitive(),
-    ];
-    dispatch::<B, FlexConv, 3, 4>(inputs, params).map_err(|declined| match declined {
+    let [x, weight] = [x, weight].map(Tensor::into_primitive);
+    let result = match bias {
+        Some(bias) => dispatch::<B, FlexConv, 3, 4>([x, weight, bias.into_primitive()], params),
+        None => dispatch::<B, FlexConv, 2, 4>([x, weight], params),
+    };
+    result.map_err(|declined| match declined {
         Declined::Backend => ConvUnfused::Backend,
         Declined::DType(dtype) => ConvUnfused::DType { dtype },
     })
 }
 
-/// The convolution as a [`FlexKernel`]: inputs `[x, weight, bias]`.
+/// The convolution as a [`FlexKernel`]: inputs `[x, weight, bias]` (`N = 3`) or `[x,
+/// weight]` (`N = 2`).
 struct FlexConv;
 
-impl FlexKernel<3> for FlexConv {
+impl<const N: usize> FlexKernel<N> for FlexConv {
     type Params = ConvParams;
 
-    fn plain([x, weight, bias]: [FlexTensor; 3], params: ConvParams) -> FlexTensor {
-        forward(&x, &weight, &bias, params, TILE_VALUES)
+    fn plain(inputs: [FlexTensor; N], params: ConvParams) -> FlexTensor {
+        let (x, weight, bias) = with_optional_bias(inputs);
+        forward(&x, &weight, bias.as_ref(), params, TILE_VALUES)
     }
 
     fn autodiff(
-        [x, weight, bias]: [FloatTensor<Autodiff<Flex>>; 3],
+        inputs: [FloatTensor<Autodiff<Flex>>; N],
         params: ConvParams,
     ) -> FloatTensor<Autodiff<Flex>> {
+        let (x, weight, bias) = with_optional_bias(inputs.each_ref());
         let out = forward(
             &x.primitive,
             &weight.primitive,
-            &bias.primitive,
+            bias.map(|bias| &bias.primitive),
             params,
             TILE_VALUES,
         );
@@ -89,17 +95,15 @@ impl FlexKernel<3> for FlexConv {
         // training) the node would otherwise hold every convolution's input until its
         // backward.
         let weight_tracked = !weight.node.requirement.is_none();
-        record_fused(
-            ConvBackward,
-            [x, weight, bias],
-            out,
-            |[x, weight, _bias], _| Saved {
+        record_fused(ConvBackward, inputs, out, |inputs, _| {
+            let (x, weight, _bias) = with_optional_bias(inputs);
+            Saved {
                 x_shape: x.shape(),
                 x: weight_tracked.then_some(x),
                 weight,
                 params,
-            },
-        )
+            }
+        })
     }
 }
 
@@ -116,12 +120,13 @@ struct Saved {
 #[derive(Debug)]
 struct ConvBackward;
 
-impl Backward<Flex, 3> for ConvBackward {
+impl<const N: usize> Backward<Flex, N> for ConvBackward {
     type State = Saved;
 
-    fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        register_fused::<Flex, _, 3>(ops, grads, |saved, grad_out, tracked| {
-            backward(&saved, &grad_out, tracked, TILE_VALUES)
+    fn backward(self, ops: Ops<Saved, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        register_fused::<Flex, _, N>(ops, grads, |saved, grad_out, tracked| {
+            let tracked = tracked_with_optional_bias(tracked);
+            grads_with_optional_bias(backward(&saved, &grad_out, tracked, TILE_VALUES))
         });
     }
 }
@@ -311,17 +316,19 @@ impl Geometry {
 }
 
 /// `out = conv(x, weight) + bias`, sample by sample and tile by tile: the bias written
-/// first, then each tile's product added into its rows of the output.
+/// first, then each tile's product added into its rows of the output; without a bias each
+/// tile's product written there directly.
 fn forward(
     x: &FlexTensor,
     weight: &FlexTensor,
-    bias: &FlexTensor,
+    bias: Option<&FlexTensor>,
     params: ConvParams,
     tile_values: usize,
 ) -> FlexTensor {
     let g = Geometry::new(&x.shape(), &weight.shape(), params, tile_values);
-    let [x, weight, bias] = [x, weight, bias].map(contiguous);
-    let (x, weight, bias) = (values(&x), values(&weight), values(&bias));
+    let [x, weight] = [x, weight].map(contiguous);
+    let bias = bias.map(contiguous);
+    let (x, weight, bias) = (values(&x), values(&weight), bias.as_ref().map(values));
     let (patch, plane) = (g.patch(), g.out_plane());
     let mut out = vec![0.0f32; g.batch * g.c_out * plane];
     with_scratch(g.tile_len(), |tile| {
@@ -329,9 +336,11 @@ fn forward(
             .chunks(g.c_in * g.in_plane())
             .zip(out.chunks_mut(g.c_out * plane));
         for (x, out) in samples {
-            out.par_chunks_mut(plane)
-                .zip(bias)
-                .for_each(|(channel, &b)| channel.fill(b));
+            if let Some(bias) = bias {
+                out.par_chunks_mut(plane)
+                    .zip(bias)
+                    .for_each(|(channel, &b)| channel.fill(b));
+            }
             for rows in g.tiles() {
                 let (start, len) = (rows.start * g.output[1], rows.len() * g.output[1]);
                 let patches = if g.pointwise() {
@@ -346,7 +355,7 @@ fn forward(
                     View::rows(weight, g.c_out, patch),
                     patches,
                     1.0,
-                    true,
+                    bias.is_some(),
                     true,
                 );
             }
@@ -453,25 +462,26 @@ mod tests {
 
     /// Output and the gradients of x, the weight and the bias of `sum(out * w)`, through the
     /// loops or, as the reference, through burn's convolution in f64 (Flex's, differentiated
-    /// by burn's autodiff); the weight and the bias frozen unless `train`.
+    /// by burn's autodiff); with a bias where `biased`, the weight and the bias frozen
+    /// unless `train`.
     fn run(
         sizes: Sizes,
         params: ConvParams,
-        train: bool,
+        [biased, train]: [bool; 2],
         seed: u64,
         loops: bool,
     ) -> Vec<Tensor<Flex, 4>> {
         let [batch, c_in, c_out, h, w, kh, kw] = sizes;
         let x = normal([batch, c_in, h, w], seed, 0.0);
         let weight = normal([c_out, c_in, kh, kw], seed + 1, 0.0);
-        let bias = normal([c_out], seed + 2, 0.0);
+        let bias = biased.then(|| normal::<1>([c_out], seed + 2, 0.0));
         // Frozen: leaves without `require_grad` (burn's `detach` keeps it).
         let (weight, bias) = if train {
             (weight, bias)
         } else {
             (
                 Tensor::from_inner(weight.inner()),
-                Tensor::from_inner(bias.inner()),
+                bias.map(|bias| Tensor::from_inner(bias.inner())),
             )
         };
         let out = if loops {
@@ -484,16 +494,17 @@ mod tests {
                 .clone()
                 .pad([(top, bottom), (left, right)], PadMode::Constant(0.0));
             let [x, weight] = [&padded, &weight].map(|t| t.clone().cast(FloatDType::F64));
-            let bias = bias.clone().cast(FloatDType::F64);
+            let bias = bias.clone().map(|bias| bias.cast(FloatDType::F64));
             let options = ConvOptions::new(params.stride, [0, 0], params.dilation, 1);
-            conv2d(x, weight, Some(bias), options).cast(FloatDType::F32)
+            conv2d(x, weight, bias, options).cast(FloatDType::F32)
         };
         let w = normal(out.dims(), seed + 3, 0.0).detach();
         let grads = (out.clone() * w).sum().backward();
         let mut results = vec![out.inner()];
         results.extend(x.grad(&grads));
         results.extend(weight.grad(&grads));
-        results.extend(bias.grad(&grads).map(|g| g.reshape([1, 1, 1, c_out])));
+        let bias_grad = bias.and_then(|bias| bias.grad(&grads));
+        results.extend(bias_grad.map(|g| g.reshape([1, 1, 1, c_out])));
         results
     }
 
@@ -514,8 +525,9 @@ mod tests {
 
         /// The loops' output and gradients equal burn's convolution in f64 for any sizes,
         /// strides, paddings (the same or different before and after) and dilations (1x1
-        /// kernels without padding take the pointwise path), weights trained or frozen (then
-        /// only x gets a gradient): to f32 rounding, 1e-5 of the largest value.
+        /// kernels without padding take the pointwise path), with or without a bias, weights
+        /// trained or frozen (then only x gets a gradient): to f32 rounding, 1e-5 of the
+        /// largest value.
         #[test]
         fn output_and_gradients_equal_burns_convolution(
             sizes in (1usize..3, 1usize..6, 1usize..6, 1usize..10, 1usize..10, 1usize..4, 1usize..4)
@@ -524,6 +536,7 @@ mod tests {
             padding in (0usize..3, 0usize..3),
             padding_end in (0usize..3, 0usize..3),
             dilation in (1usize..3, 1usize..3),
+            biased: bool,
             train: bool,
             seed in 0u64..1000,
         ) {
@@ -534,9 +547,10 @@ mod tests {
                 dilation: [dilation.0, dilation.1],
             };
             prop_assume!(valid(sizes, params));
-            let got = run(sizes, params, train, seed, true);
-            let want = run(sizes, params, train, seed, false);
-            prop_assert_eq!(got.len(), if train { 4 } else { 2 }, "ours");
+            let got = run(sizes, params, [biased, train], seed, true);
+            let want = run(sizes, params, [biased, train], seed, false);
+            let trained = 1 + usize::from(biased);
+            prop_assert_eq!(got.len(), 2 + usize::from(train) * trained, "ours");
             prop_assert_eq!(want.len(), got.len(), "burn's");
             for (name, (a, b)) in ["out", "dx", "dw", "db"].iter().zip(got.into_iter().zip(want)) {
                 let err = max_rel_err(a, b);
@@ -547,10 +561,11 @@ mod tests {
 
     /// Tiles of one output row (gathered patches that overlap their neighbours' inputs, a
     /// scatter that adds across tiles) give what one tile gives, forward and every gradient,
-    /// at stride 1 and 2.
+    /// at stride 1 and 2, with a bias (added into by every tile) and without (written by
+    /// each).
     #[test]
     fn row_tiles_equal_one_tile() {
-        for stride in [1, 2] {
+        for (stride, biased) in [(1, true), (2, true), (1, false), (2, false)] {
             let params = ConvParams {
                 stride: [stride; 2],
                 padding: [1; 2],
@@ -566,15 +581,16 @@ mod tests {
                 .into_primitive()
                 .tensor();
             let bias = normal([4], 6, 0.0).inner().into_primitive().tensor();
+            let bias = biased.then_some(&bias);
             let run = |tile_values| {
-                let out = forward(&x, &weight, &bias, params, tile_values);
+                let out = forward(&x, &weight, bias, params, tile_values);
                 let saved = Saved {
                     x_shape: x.shape(),
                     x: Some(x.clone()),
                     weight: weight.clone(),
                     params,
                 };
-                let grads = backward(&saved, &out, [true; 3], tile_values);
+                let grads = backward(&saved, &out, [true, true, biased], tile_values);
                 let mut results = vec![out];
                 results.extend(grads.into_iter().flatten());
                 results
@@ -586,15 +602,15 @@ mod tests {
                         .reshape([1, 1, 1, -1])
                 };
                 let err = max_rel_err(flat(a), flat(b));
-                assert!(err < 1e-6, "stride {stride}: {err}");
+                assert!(err < 1e-6, "stride {stride}, bias {biased}: {err}");
             }
         }
     }
 
     /// Known values without autodiff: a 3x3 kernel of ones over a 3x3 input of ones with
     /// padding 1 sums each position's neighbourhood inside the input (4 at the corners, 6 at
-    /// the edges, 9 in the middle), plus the bias; at stride 2 only the corners remain. f16
-    /// is declined.
+    /// the edges, 9 in the middle), plus the bias if any; at stride 2 only the corners remain.
+    /// f16 is declined.
     #[test]
     fn known_values_and_half_precision() {
         let device = Default::default();
@@ -606,15 +622,20 @@ mod tests {
             padding_end: [1; 2],
             dilation: [1; 2],
         };
-        let out = fused(ones.clone(), ones.clone(), bias.clone(), params(1)).expect("f32 on Flex");
-        let want = [[4.5, 6.5, 4.5], [6.5, 9.5, 6.5], [4.5, 6.5, 4.5]];
-        assert!(max_rel_err(out, Tensor::from_floats([[want]], &device)) < 1e-7);
-        let out = fused(ones.clone(), ones.clone(), bias.clone(), params(2)).expect("f32 on Flex");
+        let conv = |bias: Option<&Tensor<Flex, 1>>, stride| {
+            let (x, weight) = (ones.clone(), ones.clone());
+            fused(x, weight, bias.cloned(), params(stride)).expect("f32 on Flex")
+        };
+        let want = [[4.0, 6.0, 4.0], [6.0, 9.0, 6.0], [4.0, 6.0, 4.0]];
+        let want = Tensor::<Flex, 4>::from_floats([[want]], &device);
+        assert!(max_rel_err(conv(None, 1), want.clone()) < 1e-7);
+        assert!(max_rel_err(conv(Some(&bias), 1), want + 0.5) < 1e-7);
         let want = Tensor::from_floats([[[[4.5, 4.5], [4.5, 4.5]]]], &device);
-        assert!(max_rel_err(out, want) < 1e-7);
+        assert!(max_rel_err(conv(Some(&bias), 2), want) < 1e-7);
         let half = ones.cast(FloatDType::F16);
+        let half_bias = Some(bias.cast(FloatDType::F16));
         assert_eq!(
-            fused(half.clone(), half, bias.cast(FloatDType::F16), params(1)).unwrap_err(),
+            fused(half.clone(), half, half_bias, params(1)).unwrap_err(),
             ConvUnfused::DType { dtype: DType::F16 }
         );
     }

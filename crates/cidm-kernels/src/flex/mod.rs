@@ -104,6 +104,28 @@ fn cast<B: Backend, X: Backend, const N: usize>(
     cast?.try_into().ok()
 }
 
+/// The inputs of a kernel whose last input, the bias, is optional: `[x, weight, bias]` (`N
+/// = 3`) or `[x, weight]` (`N = 2`, no bias: no zero tensor made, no zeros added).
+fn with_optional_bias<T, const N: usize>(inputs: [T; N]) -> (T, T, Option<T>) {
+    const { assert!(N == 2 || N == 3, "[x, weight] or [x, weight, bias]") };
+    let mut inputs = inputs.into_iter();
+    let mut next = || inputs.next().expect("N >= 2 inputs");
+    let (x, weight) = (next(), next());
+    (x, weight, inputs.next())
+}
+
+/// Which of `[x, weight, bias]` a node of `N` inputs tracks (no bias: not tracked).
+fn tracked_with_optional_bias<const N: usize>(tracked: [bool; N]) -> [bool; 3] {
+    [0, 1, 2].map(|input| tracked.get(input).copied().unwrap_or(false))
+}
+
+/// The gradients `[x, weight, bias]` as a node of `N` inputs registers them (no bias: x's
+/// and the weight's).
+fn grads_with_optional_bias<T, const N: usize>(grads: [Option<T>; 3]) -> [Option<T>; N] {
+    let mut grads = grads.into_iter();
+    std::array::from_fn(|_| grads.next().flatten())
+}
+
 /// `tensor` laid out contiguously from offset 0 (itself, shared, when it already is).
 fn contiguous(tensor: &FlexTensor) -> FlexTensor {
     tensor.to_contiguous()
