@@ -9,7 +9,9 @@
 # Usage: tools/gpu_bench.sh [--tiny] [--reps N] [--warmup N] [--sampling-steps N]
 #                           [--only LIST] [--dtypes LIST] [--deadline SECONDS]
 #                           [--out DIR] [--compile] [--profile] OURS_BIN [OURS_BIN ...]
-# Environment: PYTHON, the interpreter with torch, diffusers==0.42.1 and peft (default python3).
+# Environment: PYTHON, the interpreter with torch, diffusers==0.42.1 and peft (default python3);
+# CUDA_PATH, the CUDA toolkit our CUDA builds compile their kernels against (found if unset:
+# see cuda_environment below).
 #
 # Order: the first build of ours, the reference (--dtypes, e.g. f16, limits its dtypes), the
 # other builds, then the profiles. --only (train,step,sample,ewa-weights,ewa,regional,
@@ -54,7 +56,7 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift ;;
         --compile) compile=(--compile) ;;
         --profile) profile=1 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         -*) echo "gpu_bench.sh: unknown option $1" >&2; exit 2 ;;
         *) bins+=("$1") ;;
     esac
@@ -96,6 +98,60 @@ bounded() {
     timeout --kill-after=10 "$left" "$@"
 }
 
+# CubeCL's CUDA runtime opens NVRTC by name (libnvrtc.so, libnvrtc.so.13, .12, ...), so only
+# where the loader finds it, and compiles its kernels against CUDA's headers under CUDA_PATH
+# (default /usr/local/cuda). Where the loader's cache has no NVRTC, the folders of the CUDA
+# toolkit and of PyTorch's CUDA wheels (site-packages/nvidia/*/lib) that hold one go on
+# LD_LIBRARY_PATH; where /usr/local/cuda is missing, CUDA_PATH is set from nvcc's place or,
+# without a toolkit, from the wheel folder that has cuda_fp16.h. Both only for our runs
+# (ours_env, an `env` prefix), so that the reference loads PyTorch's libraries as it would
+# alone; what was chosen goes in cuda_note, for the header.
+ours_env=()
+cuda_note=""
+cuda_environment() {
+    local toolkit="${CUDA_PATH:-}" dirs=() dir wheels
+    if [ -z "$toolkit" ] && [ ! -d /usr/local/cuda ] && command -v nvcc > /dev/null; then
+        toolkit="$(dirname "$(dirname "$(command -v nvcc)")")"
+    fi
+    wheels="$("$python" -c '
+import glob, os
+try:
+    import nvidia
+except ImportError:
+    raise SystemExit
+for root in nvidia.__path__:
+    for lib in sorted(glob.glob(os.path.join(root, "*", "lib"))):
+        print(lib)' 2> /dev/null || true)"
+    if ! ldconfig -p 2> /dev/null | grep -q 'libnvrtc\.so'; then
+        for dir in "${toolkit:-/usr/local/cuda}/lib64" \
+            "${toolkit:-/usr/local/cuda}/targets/x86_64-linux/lib" $wheels; do
+            if compgen -G "$dir/libnvrtc.so*" > /dev/null; then
+                dirs+=("$dir")
+            fi
+        done
+        if [ ${#dirs[@]} -gt 0 ]; then
+            ours_env+=("LD_LIBRARY_PATH=$(IFS=:; echo "${dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+        fi
+    fi
+    if [ -z "$toolkit" ] && [ ! -d /usr/local/cuda ]; then
+        for dir in $wheels; do
+            if [ -f "$(dirname "$dir")/include/cuda_fp16.h" ]; then
+                toolkit="$(dirname "$dir")"
+                break
+            fi
+        done
+    fi
+    if [ -n "$toolkit" ]; then
+        ours_env+=("CUDA_PATH=$toolkit")
+    fi
+    if [ ${#ours_env[@]} -gt 0 ]; then
+        ours_env=(env "${ours_env[@]}")
+    fi
+    cuda_note="# cuda for ours: CUDA_PATH=${toolkit:-/usr/local/cuda (default)}, nvrtc from"
+    cuda_note+=" ${dirs[*]:-the ld.so cache (or nowhere)}"
+}
+cuda_environment
+
 {
     echo "# date: $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "# config: $config, warmup $warmup, reps $reps, sampling steps $steps ${only[*]}"
@@ -103,6 +159,7 @@ bounded() {
         echo "# gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n 1)"
     fi
     echo "# cpu: $(grep -m 1 'model name' /proc/cpuinfo 2> /dev/null | cut -d: -f2- | sed 's/^ //') x $(nproc)"
+    echo "$cuda_note"
     # Each package's version, or "missing" (without peft the reference writes its LoRA layers).
     "$python" -c '
 import importlib, platform
@@ -116,14 +173,15 @@ print("# python", platform.python_version(), "torch", version("torch"), "cuda", 
       "diffusers", version("diffusers"), "peft", version("peft"))' || echo "# no python at $python"
 } | tee "$out/header.txt"
 
-"${bins[0]}" --config "$config" --print-config > "$out/unet_config.json"
+"${ours_env[@]}" "${bins[0]}" --config "$config" --print-config > "$out/unet_config.json"
 
 : > "$out/lines.txt"
 ours() {
     local index="$1" bin="${bins[$(($1 - 1))]}"
     echo "# ours ($bin)"
-    bounded "$bin" --config "$config" --warmup "$warmup" --reps "$reps" --sampling-steps "$steps" \
-        "${only[@]}" --json "$out/cidm_$index.json" 2> "$out/cidm_$index.log" \
+    bounded "${ours_env[@]}" "$bin" --config "$config" --warmup "$warmup" --reps "$reps" \
+        --sampling-steps "$steps" "${only[@]}" --json "$out/cidm_$index.json" \
+        2> "$out/cidm_$index.log" \
         | tee -a "$out/lines.txt" || status=1
 }
 ours 1
@@ -184,7 +242,7 @@ if [ "$profile" = 1 ]; then
             mkdir -p "$dir"
             printf '[profiling.logger]\nlevel = "basic"\nfile = "kernels.log"\nappend = false\n' \
                 > "$dir/cubecl.toml"
-            if ! (cd "$dir" && bounded "$bin" --config "$config" --only "$workload" \
+            if ! (cd "$dir" && bounded "${ours_env[@]}" "$bin" --config "$config" --only "$workload" \
                     --warmup "$warmup" --reps 1 > record.txt 2> run.log); then
                 echo "# profiling $workload with $bin failed or ran out of time (see $dir/run.log)"
                 status=1
