@@ -10,22 +10,28 @@
 # - run.sh, which unpacks the binaries, installs from the wheels what the machine lacks and runs
 #   tools/gpu_bench.sh on the two builds with the options it is given.
 #
-# Usage: tools/gpu_bench_pack.sh [--out DIR] [--wheels PYTHON_VERSION] [--peft]
-#   DIR defaults to target/gpu-pack. PYTHON (default python3) is the interpreter whose pip
-#   resolves and downloads the wheels here.
+# Usage: tools/gpu_bench_pack.sh [--out DIR] [--cuda VERSION] [--wheels PYTHON_VERSION] [--peft]
+#   DIR defaults to target/gpu-pack. --cuda (e.g. 13.0: the "CUDA Version" nvidia-smi prints
+#   there) is the CUDA whose driver API and NVRTC the builds call. Without it cudarc takes
+#   this machine's nvcc version or, with no nvcc, the newest it knows (13.4 for cudarc
+#   0.19), whose entry points and structures a machine with an older driver may lack.
+#   PYTHON (default python3) is the interpreter whose pip resolves and downloads the wheels
+#   here.
 # Then, on the GPU machine, from the repository root (with tools/ and DIR copied there):
 #   DIR/run.sh --deadline 540 --warmup 2 --reps 5 --profile --out results
 set -euo pipefail
 
 out=target/gpu-pack
+cuda=""
 wheels=""
 peft=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) out="$2"; shift ;;
+        --cuda) cuda="$2"; shift ;;
         --wheels) wheels="$2"; shift ;;
         --peft) peft=1 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "gpu_bench_pack.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -35,6 +41,15 @@ python="${PYTHON:-python3}"
 # Only what an earlier pack left there: DIR may hold other files.
 rm -rf "$out/wheels" "$out/bin" "$out/run.sh" "$out"/gpu_bench_*.xz
 mkdir -p "$out"
+
+if [ -n "$cuda" ]; then
+    if ! [[ "$cuda" =~ ^([0-9]+)\.([0-9])$ ]]; then
+        echo "gpu_bench_pack.sh: --cuda takes MAJOR.MINOR, e.g. 13.0" >&2
+        exit 2
+    fi
+    # cudarc's spelling: 13.0 is 13000.
+    export CUDARC_CUDA_VERSION="${BASH_REMATCH[1]}0${BASH_REMATCH[2]}0"
+fi
 
 for build in f16:cuda,f16 f32:cuda; do
     name="gpu_bench_${build%%:*}"
