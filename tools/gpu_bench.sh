@@ -13,12 +13,13 @@
 # CUDA_PATH, the CUDA toolkit our CUDA builds compile their kernels against (found if unset:
 # see cuda_environment below).
 #
-# Order: the first build of ours, the reference (--dtypes, e.g. f16, limits its dtypes), the
-# other builds, then the profiles. --only (train,step,sample,ewa-weights,ewa,regional,
-# attention,group-norm,layer-norm,geglu,conv,linear) limits both sides to those workloads. --deadline
-# stops every run that would end past that many seconds from the start (and skips the ones
-# after it), so a session with a time limit still gets the pairs of what finished: the lines
-# are kept as they come.
+# Order: two rounds, the goal's two workloads (train, step) first and then the others, each
+# round the first build of ours, the reference (--dtypes, e.g. f16, limits its dtypes), then
+# the other builds; then the profiles. --only (train,step,sample,ewa-weights,ewa,regional,
+# attention,group-norm,layer-norm,geglu,conv,linear) limits both sides to those workloads.
+# --deadline stops every run that would end past that many seconds from the start (and skips
+# the ones after it), so a session with a time limit still gets the pairs of what finished
+# (the lines are kept as they come), the UNet step's and the LoRA step's first.
 #
 # Output: the raw lines of both sides, then one line per pair:
 #   pair NAME dtype=f16 cidm_ms=.. torch_ms=.. ratio=.. [cidm_mib=.. torch_mib=.. mem_ratio=..]
@@ -50,7 +51,7 @@ while [ $# -gt 0 ]; do
         --reps) reps="$2"; shift ;;
         --warmup) warmup="$2"; shift ;;
         --sampling-steps) steps="$2"; shift ;;
-        --only) only=(--only "$2"); shift ;;
+        --only) IFS=, read -r -a only <<< "$2"; shift ;;
         --dtypes) dtypes=(--dtypes "$2"); shift ;;
         --deadline) deadline="$2"; shift ;;
         --out) out="$2"; shift ;;
@@ -154,7 +155,7 @@ cuda_environment
 
 {
     echo "# date: $(date -u +%Y-%m-%dT%H:%MZ)"
-    echo "# config: $config, warmup $warmup, reps $reps, sampling steps $steps ${only[*]}"
+    echo "# config: $config, warmup $warmup, reps $reps, sampling steps $steps${only[*]:+, only ${only[*]}}"
     if command -v nvidia-smi > /dev/null; then
         echo "# gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n 1)"
     fi
@@ -175,22 +176,52 @@ print("# python", platform.python_version(), "torch", version("torch"), "cuda", 
 
 "${ours_env[@]}" "${bins[0]}" --config "$config" --print-config > "$out/unet_config.json"
 
+# The workloads of each round, comma-separated: those of --only (all by default) among the
+# goal's two, then the others in their order. The reference's torch.compile step (--compile,
+# or `compile` in --only) goes with the first round, on its side only.
+[ ${#only[@]} -gt 0 ] || only=(train step sample ewa-weights ewa regional attention group-norm
+    layer-norm geglu conv linear)
+rounds=("" "")
+for workload in "${only[@]}"; do
+    case "$workload" in
+        compile) compile=(--compile); continue ;;
+        train|step) round=0 ;;
+        *) round=1 ;;
+    esac
+    rounds[$round]+="${rounds[$round]:+,}$workload"
+done
+
 : > "$out/lines.txt"
+# Build INDEX of ours on the workloads LIST of round ROUND.
 ours() {
-    local index="$1" bin="${bins[$(($1 - 1))]}"
-    echo "# ours ($bin)"
+    local index="$1" list="$2" round="$3" bin="${bins[$(($1 - 1))]}"
+    echo "# ours ($bin): $list"
     bounded "${ours_env[@]}" "$bin" --config "$config" --warmup "$warmup" --reps "$reps" \
-        --sampling-steps "$steps" "${only[@]}" --json "$out/cidm_$index.json" \
-        2> "$out/cidm_$index.log" \
+        --sampling-steps "$steps" --only "$list" --json "$out/cidm_${index}_$round.json" \
+        2> "$out/cidm_${index}_$round.log" \
         | tee -a "$out/lines.txt" || status=1
 }
-ours 1
-echo "# torch"
-bounded "$python" "$here/gpu_bench_reference.py" --unet-config "$out/unet_config.json" \
-    --warmup "$warmup" --reps "$reps" --sampling-steps "$steps" "${only[@]}" "${dtypes[@]}" \
-    "${compile[@]}" --json "$out/torch.json" 2> "$out/torch.log" | tee -a "$out/lines.txt" || status=1
-for index in $(seq 2 ${#bins[@]}); do
-    ours "$index"
+for round in 0 1; do
+    list="${rounds[$round]}"
+    torch_list="$list"
+    if [ "$round" = 0 ] && [ ${#compile[@]} -gt 0 ]; then
+        torch_list+="${torch_list:+,}compile"
+    fi
+    if [ -n "$list" ]; then
+        ours 1 "$list" "$round"
+    fi
+    if [ -n "$torch_list" ]; then
+        echo "# torch: $torch_list"
+        bounded "$python" "$here/gpu_bench_reference.py" --unet-config "$out/unet_config.json" \
+            --warmup "$warmup" --reps "$reps" --sampling-steps "$steps" --only "$torch_list" \
+            "${dtypes[@]}" "${compile[@]}" --json "$out/torch_$round.json" \
+            2> "$out/torch_$round.log" | tee -a "$out/lines.txt" || status=1
+    fi
+    if [ -n "$list" ]; then
+        for index in $(seq 2 ${#bins[@]}); do
+            ours "$index" "$list" "$round"
+        done
+    fi
 done
 
 echo "# ours / torch (median times; memory where both report it)"
