@@ -110,8 +110,8 @@ fn tracked(
 }
 
 /// `softmax(q k^T * scale) v` of q `[batch, heads, len_q, dim]` and k, v `[batch, heads,
-/// len_k, dim]` (any layout, read where they lie: see [`in_place_heads`]), `[batch, heads, len_q,
-/// dim]` contiguous.
+/// len_k, dim]` (any layout, read where they lie: see [`in_place_heads`]), `[batch, heads,
+/// len_q, dim]` contiguous.
 fn attend(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, scale: f32) -> FlexTensor {
     let shape = q.shape();
     let dims = AttentionDims {

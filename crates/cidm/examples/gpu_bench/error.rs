@@ -58,7 +58,8 @@ pub enum BenchError {
     #[error(transparent)]
     Json(#[from] serde_json::Error),
     /// A workload panicked (burn and CubeCL panic where a kernel fails to compile or launch,
-    /// or the device runs out of memory); the message is the panic's.
+    /// or the device runs out of memory); the message is the panic's, then those of other
+    /// threads' panics during the workload (CubeCL's device thread says what failed).
     #[error("panicked: {0}")]
     Panicked(String),
     /// Kernel tasks failed on CubeCL's device thread during a workload, which CubeCL only
@@ -79,8 +80,8 @@ pub type Result<T> = std::result::Result<T, BenchError>;
 /// run, and logged, before it returns.
 pub fn guarded<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
     let failed_before = failed_tasks::count();
-    let result =
-        catch_backend_panic(work).unwrap_or_else(|panic| Err(BenchError::Panicked(panic.message)));
+    let result = catch_backend_panic(work)
+        .unwrap_or_else(|panic| Err(BenchError::Panicked(panic.what_failed())));
     match failed_tasks::count() - failed_before {
         0 => result,
         failed => result.and(Err(BenchError::FailedTasks(failed))),
