@@ -13,9 +13,11 @@
 # CUDA_PATH, the CUDA toolkit our CUDA builds compile their kernels against (found if unset:
 # see cuda_environment below).
 #
-# Order: two rounds, the goal's two workloads (train, step) first and then the others, each
+# Order: two rounds, the goal's two workloads (step, train) first and then the others, each
 # round the first build of ours, the reference (--dtypes, e.g. f16, limits its dtypes), then
-# the other builds; then the profiles. --only (train,step,sample,ewa-weights,ewa,regional,
+# the other builds; then the profiles. In the first round ours runs each workload in a process
+# of its own: a failure that takes CubeCL's device thread down (the device out of memory, a
+# kernel that does not launch) ends the process, and so would lose the other step too. --only (train,step,sample,ewa-weights,ewa,regional,
 # attention,group-norm,layer-norm,geglu,conv,linear) limits both sides to those workloads.
 # --deadline stops every run that would end past that many seconds from the start (and skips
 # the ones after it), so a session with a time limit still gets the pairs of what finished
@@ -179,7 +181,7 @@ print("# python", platform.python_version(), "torch", version("torch"), "cuda", 
 # The workloads of each round, comma-separated: those of --only (all by default) among the
 # goal's two, then the others in their order. The reference's torch.compile step (--compile,
 # or `compile` in --only) goes with the first round, on its side only.
-[ ${#only[@]} -gt 0 ] || only=(train step sample ewa-weights ewa regional attention group-norm
+[ ${#only[@]} -gt 0 ] || only=(step train sample ewa-weights ewa regional attention group-norm
     layer-norm geglu conv linear)
 rounds=("" "")
 for workload in "${only[@]}"; do
@@ -192,14 +194,22 @@ for workload in "${only[@]}"; do
 done
 
 : > "$out/lines.txt"
-# Build INDEX of ours on the workloads LIST of round ROUND.
+# Build INDEX of ours on the workloads LIST of round ROUND (the first round's one process
+# each, named after the workload).
 ours() {
-    local index="$1" list="$2" round="$3" bin="${bins[$(($1 - 1))]}"
-    echo "# ours ($bin): $list"
-    bounded "${ours_env[@]}" "$bin" --config "$config" --warmup "$warmup" --reps "$reps" \
-        --sampling-steps "$steps" --only "$list" --json "$out/cidm_${index}_$round.json" \
-        2> "$out/cidm_${index}_$round.log" \
-        | tee -a "$out/lines.txt" || status=1
+    local index="$1" list="$2" round="$3" bin="${bins[$(($1 - 1))]}" part parts
+    if [ "$round" = 0 ]; then
+        IFS=, read -r -a parts <<< "$list"
+    else
+        parts=("$list")
+    fi
+    for part in "${parts[@]}"; do
+        local name="cidm_${index}_$round${parts[1]:+_$part}"
+        echo "# ours ($bin): $part"
+        bounded "${ours_env[@]}" "$bin" --config "$config" --warmup "$warmup" --reps "$reps" \
+            --sampling-steps "$steps" --only "$part" --json "$out/$name.json" \
+            2> "$out/$name.log" | tee -a "$out/lines.txt" || status=1
+    done
 }
 for round in 0 1; do
     list="${rounds[$round]}"

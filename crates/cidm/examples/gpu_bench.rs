@@ -254,8 +254,12 @@ fn run(args: &Args) -> Result<bool> {
         Workload::Ewa,
         Workload::Regional,
     ];
+    // A shared setup that fails gets a record of its own, so that the reason is among the
+    // lines (the error= lines a GPU run is read by), then stops the run.
+    let setup_failed = |err: &BenchError| Err(BenchError::Setup(err.to_string()));
     if inference.into_iter().any(selected) {
-        let unet = guarded(|| workloads::base_unet(&setup))?;
+        let unet = guarded(|| workloads::base_unet(&setup))
+            .inspect_err(|err| emit("unet_setup".into(), setup_failed(err)))?;
         if selected(Workload::Step) {
             tracing::info!("UNet step");
             emit(
@@ -274,7 +278,8 @@ fn run(args: &Args) -> Result<bool> {
         }
         let ewa_workloads = [Workload::EwaWeights, Workload::Ewa, Workload::Regional];
         if ewa_workloads.into_iter().any(selected) {
-            let model = guarded(|| EwaModel::new(&setup, &unet))?;
+            let model = guarded(|| EwaModel::new(&setup, &unet))
+                .inspect_err(|err| emit("ewa_setup".into(), setup_failed(err)))?;
             drop(unet);
             if selected(Workload::EwaWeights) {
                 tracing::info!("EWA weights");

@@ -57,6 +57,11 @@ pub enum BenchError {
     /// Serialising the JSON report or the config, or parsing a profile, failed.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// What several workloads share (the UNet, the EWA model) could not be set up: a record
+    /// `unet_setup` or `ewa_setup` carries the reason, and the run stops (with the device
+    /// lost, nothing after it would run either).
+    #[error("setting up failed: {0}")]
+    Setup(String),
     /// A workload panicked (burn and CubeCL panic where a kernel fails to compile or launch,
     /// or the device runs out of memory); the message is the panic's, then those of other
     /// threads' panics during the workload (CubeCL's device thread says what failed).
