@@ -26,10 +26,10 @@ use rayon::prelude::*;
 
 use super::matmul::{product, View, ViewMut};
 use super::{
-    contiguous, dispatch, grads_with_optional_bias, sum_f64, tensor, tracked_with_optional_bias,
-    values, with_optional_bias, Declined, FlexKernel,
+    contiguous, dispatch, register_with_optional_bias, sum_f64, tensor, values, with_optional_bias,
+    Declined, FlexKernel,
 };
-use crate::autodiff_node::{record_fused, register_fused};
+use crate::autodiff_node::record_fused;
 use crate::ConvUnfused;
 
 /// Values of one tile of gathered patches (16 MiB): the tiles are whole rows of the output,
@@ -124,9 +124,8 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        register_fused::<Flex, _, N>(ops, grads, |saved, grad_out, tracked| {
-            let tracked = tracked_with_optional_bias(tracked);
-            grads_with_optional_bias(backward(&saved, &grad_out, tracked, TILE_VALUES))
+        register_with_optional_bias(ops, grads, |saved, grad_out, tracked| {
+            backward(&saved, &grad_out, tracked, TILE_VALUES)
         });
     }
 }

@@ -21,10 +21,10 @@ use rayon::prelude::*;
 
 use super::matmul::{product, Matrices, View, ViewMut};
 use super::{
-    contiguous, dispatch, grads_with_optional_bias, tensor, tracked_with_optional_bias, values,
-    with_optional_bias, Declined, FlexKernel,
+    contiguous, dispatch, register_with_optional_bias, tensor, values, with_optional_bias,
+    Declined, FlexKernel,
 };
-use crate::autodiff_node::{record_fused, register_fused};
+use crate::autodiff_node::record_fused;
 use crate::LinearUnfused;
 
 /// Values of the output one task of the bias's fill writes, and of the output's gradient
@@ -101,9 +101,8 @@ impl<const N: usize> Backward<Flex, N> for LinearBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        register_fused::<Flex, _, N>(ops, grads, |saved, grad_out, tracked| {
-            let tracked = tracked_with_optional_bias(tracked);
-            grads_with_optional_bias(backward(&saved, &grad_out, tracked))
+        register_with_optional_bias(ops, grads, |saved, grad_out, tracked| {
+            backward(&saved, &grad_out, tracked)
         });
     }
 }

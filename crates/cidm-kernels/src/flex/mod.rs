@@ -28,12 +28,15 @@ pub(crate) use linear::fused as fused_linear;
 
 use std::any::Any;
 
+use burn::backend::autodiff::{grads::Gradients, ops::Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{
     backend::Backend, ops::FloatTensor, DType, Shape, Tensor, TensorData, TensorMetadata,
     TensorPrimitive,
 };
+
+use crate::autodiff_node::register_fused;
 
 /// One fused operation with `N` float inputs and one float output on Flex, without and with
 /// autodiff; [`dispatch`] finds which.
@@ -114,16 +117,20 @@ fn with_optional_bias<T, const N: usize>(inputs: [T; N]) -> (T, T, Option<T>) {
     (x, weight, inputs.next())
 }
 
-/// Which of `[x, weight, bias]` a node of `N` inputs tracks (no bias: not tracked).
-fn tracked_with_optional_bias<const N: usize>(tracked: [bool; N]) -> [bool; 3] {
-    [0, 1, 2].map(|input| tracked.get(input).copied().unwrap_or(false))
-}
-
-/// The gradients `[x, weight, bias]` as a node of `N` inputs registers them (no bias: x's
-/// and the weight's).
-fn grads_with_optional_bias<T, const N: usize>(grads: [Option<T>; 3]) -> [Option<T>; N] {
-    let mut grads = grads.into_iter();
-    std::array::from_fn(|_| grads.next().flatten())
+/// The body of the `Backward` of a node whose inputs are [`with_optional_bias`]'s:
+/// [`register_fused`] with `backward` given which of `[x, weight, bias]` are tracked (no
+/// bias: not tracked) and returning their gradients in that order (the bias's dropped where
+/// there is none).
+fn register_with_optional_bias<S, const N: usize>(
+    ops: Ops<S, N>,
+    grads: &mut Gradients,
+    backward: impl FnOnce(S, FlexTensor, [bool; 3]) -> [Option<FlexTensor>; 3],
+) {
+    register_fused::<Flex, _, N>(ops, grads, |saved, grad_out, tracked| {
+        let tracked = [0, 1, 2].map(|input| tracked.get(input).copied().unwrap_or(false));
+        let mut grads = backward(saved, grad_out, tracked).into_iter();
+        std::array::from_fn(|_| grads.next().flatten())
+    });
 }
 
 /// `tensor` laid out contiguously from offset 0 (itself, shared, when it already is).
