@@ -204,7 +204,8 @@ ours() {
         parts=("$list")
     fi
     for part in "${parts[@]}"; do
-        local name="cidm_${index}_$round${parts[1]:+_$part}"
+        local name="cidm_${index}_$round"
+        [ "$round" != 0 ] || name+="_$part"
         echo "# ours ($bin): $part"
         bounded "${ours_env[@]}" "$bin" --config "$config" --warmup "$warmup" --reps "$reps" \
             --sampling-steps "$steps" --only "$part" --json "$out/$name.json" \

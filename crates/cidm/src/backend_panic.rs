@@ -20,7 +20,9 @@ pub struct BackendPanic {
     /// The panics of other threads while the work ran, oldest first, as `thread 'NAME':
     /// MESSAGE` (each message cut at [`MESSAGE_CHARS`] characters): where CubeCL's device
     /// thread panicked first, what failed (a library not found, a kernel that did not
-    /// compile, memory that ran out). Empty when no other thread panicked.
+    /// compile, memory that ran out). Empty when no other thread panicked; a panic that
+    /// reached the caller itself (rayon passes a task's panic on to the thread that waits
+    /// for it) is not repeated here.
     pub elsewhere: Vec<String>,
 }
 
@@ -40,9 +42,19 @@ impl BackendPanic {
 /// tried: kilobytes).
 pub const MESSAGE_CHARS: usize = 400;
 
-/// Panics the hook has seen that [`catch_backend_panic`] may still ask for, oldest first:
-/// the number of the panic, its thread and `thread 'NAME': MESSAGE`.
-static PANICS: Mutex<Vec<(u64, ThreadId, String)>> = Mutex::new(Vec::new());
+/// One panic the hook saw.
+struct Recorded {
+    /// Its number, counted from the first the hook saw.
+    number: u64,
+    thread: ThreadId,
+    /// The thread's name, `unnamed` for a thread without one.
+    name: String,
+    /// The panic's message, cut by [`cut`].
+    message: String,
+}
+
+/// Panics the hook has seen that [`catch_backend_panic`] may still ask for, oldest first.
+static PANICS: Mutex<Vec<Recorded>> = Mutex::new(Vec::new());
 
 /// Panics kept in [`PANICS`] at most (a work's device thread panics once or twice).
 const KEPT: usize = 32;
@@ -55,15 +67,14 @@ fn record_panics() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info: &PanicHookInfo<'_>| {
             let current = thread::current();
-            let mut text = message(info.payload());
-            if let Some((cut, _)) = text.char_indices().nth(MESSAGE_CHARS) {
-                text.truncate(cut);
-                text.push_str("...");
-            }
-            let name = current.name().unwrap_or("unnamed");
             let mut panics = PANICS.lock().unwrap_or_else(PoisonError::into_inner);
-            let number = panics.last().map_or(0, |(n, _, _)| n + 1);
-            panics.push((number, current.id(), format!("thread '{name}': {text}")));
+            let number = panics.last().map_or(0, |p| p.number + 1);
+            panics.push(Recorded {
+                number,
+                thread: current.id(),
+                name: current.name().unwrap_or("unnamed").to_string(),
+                message: cut(message(info.payload())),
+            });
             if panics.len() > KEPT {
                 panics.remove(0);
             }
@@ -76,7 +87,16 @@ fn record_panics() {
 /// The number the next recorded panic gets.
 fn next_panic() -> u64 {
     let panics = PANICS.lock().unwrap_or_else(PoisonError::into_inner);
-    panics.last().map_or(0, |(n, _, _)| n + 1)
+    panics.last().map_or(0, |p| p.number + 1)
+}
+
+/// `text` cut at [`MESSAGE_CHARS`] characters (`...` marks a cut).
+fn cut(mut text: String) -> String {
+    if let Some((end, _)) = text.char_indices().nth(MESSAGE_CHARS) {
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
 }
 
 /// Runs `work`, turning a panic into [`BackendPanic`], with the panics of other threads since
@@ -90,16 +110,15 @@ pub fn catch_backend_panic<T>(work: impl FnOnce() -> T) -> Result<T, BackendPani
     let first = next_panic();
     let caller = thread::current().id();
     catch_unwind(AssertUnwindSafe(work)).map_err(|payload| {
+        let message = message(payload.as_ref());
+        let own = cut(message.clone());
         let panics = PANICS.lock().unwrap_or_else(PoisonError::into_inner);
         let elsewhere = panics
             .iter()
-            .filter(|(number, thread, _)| *number >= first && *thread != caller)
-            .map(|(_, _, text)| text.clone())
+            .filter(|p| p.number >= first && p.thread != caller && p.message != own)
+            .map(|p| format!("thread '{}': {}", p.name, p.message))
             .collect();
-        BackendPanic {
-            message: message(payload.as_ref()),
-            elsewhere,
-        }
+        BackendPanic { message, elsewhere }
     })
 }
 
@@ -162,5 +181,22 @@ mod tests {
         let report = err.to_string();
         assert!(report.starts_with("a panic stopped the work: RecvError; after a panic on "));
         assert!(report.contains(&first), "{report}");
+    }
+
+    /// A task's panic that reaches the caller itself (as rayon passes it on: the same
+    /// payload, unwound again on the waiting thread) is the error's message, not also one
+    /// of the other threads'.
+    #[test]
+    fn a_panic_passed_on_to_the_caller_is_not_repeated() {
+        let err = catch_backend_panic(|| {
+            let task = thread::Builder::new().name("task".into());
+            let worker = task.spawn(|| panic!("index out of bounds in a task"));
+            let payload = worker.expect("a thread").join().unwrap_err();
+            std::panic::resume_unwind(payload)
+        })
+        .unwrap_err();
+        assert_eq!(err.message, "index out of bounds in a task");
+        let repeated = "thread 'task': index out of bounds in a task";
+        assert!(!err.elsewhere.iter().any(|e| e == repeated), "{err:?}");
     }
 }
