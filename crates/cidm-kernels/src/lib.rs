@@ -98,12 +98,15 @@ pub use layer_norm::{fused_layer_norm, LayerNormUnfused};
 pub use linear::{fused_linear, LinearUnfused};
 pub use stats::{
     conv_dispatch_counts, dispatch_counts, geglu_dispatch_counts, group_norm_dispatch_counts,
-    layer_norm_dispatch_counts, linear_dispatch_counts, DispatchCounts,
+    layer_norm_dispatch_counts, linear_dispatch_counts, tensor_core_attention_calls,
+    DispatchCounts,
 };
 pub use switch::{
-    fused_attention_enabled, fused_conv_enabled, fused_geglu_enabled, fused_group_norm_enabled,
-    fused_layer_norm_enabled, fused_linear_enabled, set_fused_attention, set_fused_conv,
-    set_fused_geglu, set_fused_group_norm, set_fused_layer_norm, set_fused_linear, CONV_SWITCH_VAR,
+    attention_tensor_cores_enabled, fused_attention_enabled, fused_conv_enabled,
+    fused_geglu_enabled, fused_group_norm_enabled, fused_layer_norm_enabled, fused_linear_enabled,
+    set_attention_tensor_cores, set_fused_attention, set_fused_conv, set_fused_geglu,
+    set_fused_group_norm, set_fused_layer_norm, set_fused_linear, CONV_SWITCH_VAR,
     GEGLU_SWITCH_VAR, GROUP_NORM_SWITCH_VAR, LAYER_NORM_SWITCH_VAR, LINEAR_SWITCH_VAR, SWITCH_VAR,
+    TENSOR_CORES_SWITCH_VAR,
 };
 pub use unfused::{Unfused, UnfusedReason};

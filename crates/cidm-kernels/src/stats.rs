@@ -52,6 +52,24 @@ pub(crate) static CONV: Counter = Counter::new();
 /// Calls of [`crate::fused_linear`].
 pub(crate) static LINEAR: Counter = Counter::new();
 
+/// Fused attention calls whose output cubek's tensor-core attention wrote.
+static TENSOR_CORE_ATTENTION: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one fused attention call that CubeCL's autotune gave to cubek's tensor-core
+/// attention.
+#[cfg(feature = "cube")]
+pub(crate) fn record_tensor_core_attention() {
+    TENSOR_CORE_ATTENTION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many of [`dispatch_counts`]'s fused calls since the process started ran on cubek's
+/// tensor-core attention rather than this crate's kernel: f16 forwards without autodiff on a
+/// GPU, where CubeCL's autotune found it the faster for the shape (see
+/// [`crate::TENSOR_CORES_SWITCH_VAR`]). Under burn-fusion a call counts when its stream runs.
+pub fn tensor_core_attention_calls() -> u64 {
+    TENSOR_CORE_ATTENTION.load(Ordering::Relaxed)
+}
+
 /// The current [`DispatchCounts`] of [`crate::fused_attention`] (`unfused`: calls that
 /// returned [`crate::Unfused`]).
 pub fn dispatch_counts() -> DispatchCounts {

@@ -8,6 +8,11 @@ use std::sync::OnceLock;
 /// [`set_fused_attention`] overrides it from then on.
 pub const SWITCH_VAR: &str = "CIDM_FUSED_ATTENTION";
 
+/// Environment variable that keeps cubek's tensor-core attention out of the f16 inference
+/// attention's autotune (so every call runs this crate's kernel) when set like
+/// [`SWITCH_VAR`]; [`set_attention_tensor_cores`] overrides it.
+pub const TENSOR_CORES_SWITCH_VAR: &str = "CIDM_ATTENTION_TENSOR_CORES";
+
 /// Environment variable that turns the fused group norm off, read like [`SWITCH_VAR`];
 /// [`set_fused_group_norm`] overrides it.
 pub const GROUP_NORM_SWITCH_VAR: &str = "CIDM_FUSED_GROUP_NORM";
@@ -72,6 +77,8 @@ impl Switch {
 
 /// The switch of [`crate::fused_attention`].
 pub(crate) static ATTENTION: Switch = Switch::new(SWITCH_VAR);
+/// The switch of the tensor-core candidate of the f16 inference attention.
+pub(crate) static TENSOR_CORES: Switch = Switch::new(TENSOR_CORES_SWITCH_VAR);
 /// The switch of [`crate::fused_group_norm`].
 pub(crate) static GROUP_NORM: Switch = Switch::new(GROUP_NORM_SWITCH_VAR);
 /// The switch of [`crate::fused_layer_norm`].
@@ -96,6 +103,20 @@ pub fn fused_attention_enabled() -> bool {
 /// fused and the plain attention side by side in one run.
 pub fn set_fused_attention(enabled: Option<bool>) {
     ATTENTION.set(enabled);
+}
+
+/// Whether the fused attention's f16 forwards without autodiff may run on cubek's
+/// tensor-core attention where CubeCL's autotune finds it faster (see
+/// [`crate::tensor_core_attention_calls`]): the override of [`set_attention_tensor_cores`]
+/// if one is set, else [`TENSOR_CORES_SWITCH_VAR`].
+pub fn attention_tensor_cores_enabled() -> bool {
+    TENSOR_CORES.enabled()
+}
+
+/// Overrides [`TENSOR_CORES_SWITCH_VAR`] for the whole process, as [`set_fused_attention`]
+/// does [`SWITCH_VAR`].
+pub fn set_attention_tensor_cores(enabled: Option<bool>) {
+    TENSOR_CORES.set(enabled);
 }
 
 /// Whether [`crate::fused_group_norm`] may use the fused kernels, as

@@ -399,6 +399,10 @@ fn run(args: &Args) -> Result<bool> {
             kernel.replace('_', "-")
         );
     }
+    // Of the fused attention calls, those the autotune gave to cubek's tensor-core attention
+    // (f16 inference on a GPU with tensor cores; see cidm-kernels' `cube/attention/tuned.rs`).
+    let tensor_core_calls = cidm::kernels::tensor_core_attention_calls();
+    tracing::info!(calls = tensor_core_calls, "attention calls on tensor cores");
     let all_ok = records.iter().all(|r| r.error.is_none());
     if let Some(path) = &args.json {
         let mut report = serde_json::json!({
@@ -412,6 +416,7 @@ fn run(args: &Args) -> Result<bool> {
             report[format!("{kernel}_calls")] =
                 serde_json::json!({ "fused": counts.fused, "unfused": counts.unfused });
         }
+        report["attention_tensor_core_calls"] = serde_json::json!(tensor_core_calls);
         std::fs::write(path, serde_json::to_string_pretty(&report)?).map_err(|source| {
             BenchError::Io {
                 path: path.display().to_string(),

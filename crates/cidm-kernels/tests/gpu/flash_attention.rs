@@ -15,7 +15,10 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 use cidm_diffusion::nn::attention_upcast;
-use cidm_kernels::{dispatch_counts, fused_attention, UnfusedReason};
+use cidm_kernels::{
+    dispatch_counts, fused_attention, set_attention_tensor_cores, tensor_core_attention_calls,
+    UnfusedReason,
+};
 
 const BATCH: usize = 2;
 const HEADS: usize = 3;
@@ -282,6 +285,58 @@ fn half_precision_inputs() {
             eprintln!("f16 tested: the adapter supports f16 shaders");
         }
     }
+}
+
+/// f16 forwards without autodiff, on the inference backend (under burn-fusion) and on
+/// burn-cubecl's plain backend: CubeCL's autotune chooses, per shape, between this crate's
+/// kernel and cubek's tensor-core attention (on inputs padded from width 40 to 48, q
+/// rescaled for a non-default scale); with the tensor cores switched off, this crate's
+/// kernel alone. Lavapipe has no tensor cores, so there the autotune must settle on this
+/// crate's kernel; a GPU with them checks the tensor-core path the same way. Output against
+/// the f32 reference on the same f16-rounded inputs, to 1e-2 as above.
+#[test]
+fn half_precision_inference() {
+    let device = WgpuDevice::default();
+    let flex = Default::default();
+    for (head_dim, scale) in [(40, None), (64, Some(0.3))] {
+        let mut case = Case::new(128, 77, head_dim);
+        for data in [&mut case.q, &mut case.k, &mut case.v] {
+            for x in data.iter_mut() {
+                *x = half::f16::from_f32(*x).to_f32();
+            }
+        }
+        let options = AttentionModuleOptions {
+            scale,
+            ..Default::default()
+        };
+        let [q, k, v] = case.inputs::<Flex>(&flex);
+        let want = to_vec(attention(q, k, v, None, None, options));
+        for tensor_cores in [true, false] {
+            set_attention_tensor_cores(Some(tensor_cores));
+            let [q, k, v] = case.inputs::<Gpu>(&device).map(|t| t.cast(DType::F16));
+            let fusion = fused_attention(q, k, v, options).map_err(|unfused| unfused.reason);
+            let [q, k, v] = case.inputs::<GpuPlain>(&device).map(|t| t.cast(DType::F16));
+            let plain = fused_attention(q, k, v, options).map_err(|unfused| unfused.reason);
+            let (fusion, plain) = match (fusion, plain) {
+                (Ok(fusion), Ok(plain)) => (fusion, plain),
+                (Err(reason), _) | (_, Err(reason)) => {
+                    assert!(matches!(reason, UnfusedReason::Device { .. }), "{reason}");
+                    eprintln!("f16 inference NOT TESTED on this adapter ({reason})");
+                    set_attention_tensor_cores(None);
+                    return;
+                }
+            };
+            let what = format!("f16 inference d={head_dim} tensor cores {tensor_cores}");
+            assert_eq!(fusion.dtype(), DType::F16);
+            assert_close(&format!("{what}, fusion"), &to_vec(fusion), &want, 1e-2);
+            assert_close(&format!("{what}, plain"), &to_vec(plain), &want, 1e-2);
+        }
+    }
+    set_attention_tensor_cores(None);
+    eprintln!(
+        "f16 inference tested; calls on tensor cores: {}",
+        tensor_core_attention_calls()
+    );
 }
 
 /// The core's `attention_upcast` takes the fused kernel on wgpu, with and without autodiff

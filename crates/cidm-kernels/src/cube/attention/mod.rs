@@ -16,6 +16,7 @@ mod forward_kernel;
 mod launch;
 mod ops;
 mod tile;
+mod tuned;
 
 use burn::backend::Autodiff;
 use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorMetadata, TensorPrimitive};
@@ -56,13 +57,14 @@ impl CubeKernel<3> for FlashAttention {
     type Params = f32;
     type Error = UnfusedReason;
 
-    /// The forward on a backend without autodiff (the logsumexp is dropped).
+    /// The forward on a backend without autodiff: no logsumexp, and in f16 tuned against
+    /// cubek's tensor-core attention (`tuned.rs`).
     fn plain<X: CubeOps>(
         [q, k, v]: [FloatTensor<X>; 3],
         scale: f32,
     ) -> Result<FloatTensor<X>, UnfusedReason> {
         check_device::<X>(&q)?;
-        Ok(X::flash_forward(q, k, v, scale).0)
+        Ok(X::flash_inference(q, k, v, scale))
     }
 
     /// The forward on `Autodiff<X>`, with the fused backward as the node's gradient.

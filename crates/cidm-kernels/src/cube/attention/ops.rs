@@ -5,7 +5,7 @@ use burn::tensor::{backend::Backend, ops::FloatTensor, DType, Shape};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use burn_fusion::{Fusion, FusionBackend};
 
-use super::launch;
+use super::{launch, tuned};
 use crate::cube::fusion_op::register_custom;
 
 /// A backend that runs the flash-attention kernels on its float tensors.
@@ -20,6 +20,15 @@ pub(crate) trait FlashOps: Backend {
         v: FloatTensor<Self>,
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `softmax(q k^T * scale) v` alone, for a forward without autodiff (see
+    /// `tuned::forward`).
+    fn flash_inference(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
 
     /// `(dq, dk, dv)` (see `launch::backward`).
     #[allow(clippy::too_many_arguments)]
@@ -52,6 +61,15 @@ where
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         launch::forward(q, k, v, scale)
+    }
+
+    fn flash_inference(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        tuned::forward(q, k, v, scale)
     }
 
     fn flash_backward(
@@ -92,6 +110,23 @@ impl<B: FusionBackend + FlashOps> FlashOps for Fusion<B> {
             },
         );
         (out, lse)
+    }
+
+    fn flash_inference(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let outputs = [(q.shape.clone(), q.dtype)];
+        let [out] = register_custom::<B, _, 3, 1>(
+            "cidm_flash_attention_inference",
+            [q, k, v],
+            outputs,
+            scale,
+            |[q, k, v], scale| [B::flash_inference(q, k, v, scale)],
+        );
+        out
     }
 
     fn flash_backward(
