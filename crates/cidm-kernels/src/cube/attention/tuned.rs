@@ -9,6 +9,8 @@
 //! faster depends on the device and the shape, so CubeCL's autotune times both the first time
 //! a shape comes and keeps the faster (in memory and in CubeCL's autotune cache on disk).
 //!
+//! - Fewer keys than a tile (16) stay with this crate's kernel: cubek 0.2 checks bounds only
+//!   where its tile is not a multiple of the problem's length, and 1, 2, 4 or 8 keys divide it.
 //! - The key is the exact shape, without the bucketing of burn's own attention autotune: a
 //!   choice made on one shape is never applied to another, where cubek's routine might not
 //!   set up (it needs the queries to fill its stages).
@@ -144,6 +146,12 @@ fn tensor_cores<R: CubeRuntime>(
         return Err("no 16x16x16 f16 tensor-core product on this device".into());
     }
     let [batch, heads, len_q, head_dim] = q.shape().dims::<4>();
+    // cubek 0.2 turns its bounds checks on where a tile's length is not a multiple of the
+    // problem's (`AttentionTilingScheme::check_bounds`), so fewer keys than a tile that
+    // divide it (1, 2, 4 or 8) would be read past their end, unmasked.
+    if k.shape().dims::<4>()[2] < TILE as usize {
+        return Err("fewer keys than a tensor-core tile".into());
+    }
     let width = head_dim.next_multiple_of(TILE as usize);
     let tensor = |t: CubeTensor<R>| Tensor::<Ops<R>, 4>::from_primitive(TensorPrimitive::Float(t));
     let [q, k, v] = padded_inputs(tensor(q), tensor(k), tensor(v), scale, width)
