@@ -110,6 +110,7 @@ pub(crate) fn forward<R: CubeRuntime>(
     attended.out
 }
 
+/// The autotune key of the inputs: their exact shape.
 fn key<R: CubeRuntime>((q, k, _, _): &Inputs<R>) -> InferenceKey {
     let [batch, heads, len_q, head_dim] = q.shape().dims::<4>();
     InferenceKey::new(batch * heads, len_q, k.shape().dims::<4>()[2], head_dim)
