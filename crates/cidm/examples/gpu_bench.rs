@@ -310,7 +310,14 @@ fn run(args: &Args) -> Result<bool> {
             tracing::info!(?shape, "attention");
             let name = shape.name();
             let train = name.replacen("attn_", "attn_train_", 1);
+            let tensor_core_calls = cidm::kernels::tensor_core_attention_calls();
             let forward = attention::forward(shape, reps).records(&name);
+            // Which the autotune chose at this shape (f16 forward on a GPU with tensor cores).
+            tracing::info!(
+                record = %name,
+                calls = cidm::kernels::tensor_core_attention_calls() - tensor_core_calls,
+                "attention forward calls on tensor cores"
+            );
             let backward = attention::forward_backward(shape, reps).records(&train);
             for (name, measured) in forward.into_iter().chain(backward) {
                 emit(name, measured);
