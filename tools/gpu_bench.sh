@@ -209,14 +209,18 @@ ours() {
         local name="cidm_${index}_$round"
         [ "$round" != 0 ] || name+="_$part"
         echo "# ours ($bin): $part"
+        local before
+        before=$(wc -l < "$out/lines.txt")
         if ! bounded "${ours_env[@]}" "$bin" --config "$config" --warmup "$warmup" --reps "$reps" \
                 --sampling-steps "$steps" --only "$part" --json "$out/$name.json" \
                 2> "$out/$name.log" | tee -a "$out/lines.txt"; then
             status=1
             # The f16 UNet step's attention is autotuned against cubek's tensor-core kernels,
             # first run on this GPU here: should that fail, the goal's pair still comes, from
-            # our own kernel alone (the pairing keeps a workload's last line with times).
-            if [ "$part" = step ]; then
+            # our own kernel alone (the pairing keeps a workload's last line with times). Not
+            # for a build whose record says f32: the tensor cores only ever take f16.
+            if [ "$part" = step ] \
+                    && ! tail -n +"$((before + 1))" "$out/lines.txt" | grep -q ' dtype=f32 '; then
                 echo "# ours ($bin): step again, CIDM_ATTENTION_TENSOR_CORES=0"
                 bounded "${ours_env[@]}" env CIDM_ATTENTION_TENSOR_CORES=0 "$bin" \
                     --config "$config" --warmup "$warmup" --reps "$reps" --only step \

@@ -68,7 +68,7 @@ fn record_panics() {
         std::panic::set_hook(Box::new(move |info: &PanicHookInfo<'_>| {
             let current = thread::current();
             let mut panics = PANICS.lock().unwrap_or_else(PoisonError::into_inner);
-            let number = panics.last().map_or(0, |p| p.number + 1);
+            let number = next_number(&panics);
             panics.push(Recorded {
                 number,
                 thread: current.id(),
@@ -84,9 +84,8 @@ fn record_panics() {
     });
 }
 
-/// The number the next recorded panic gets.
-fn next_panic() -> u64 {
-    let panics = PANICS.lock().unwrap_or_else(PoisonError::into_inner);
+/// The number the next panic recorded after `panics` gets.
+fn next_number(panics: &[Recorded]) -> u64 {
     panics.last().map_or(0, |p| p.number + 1)
 }
 
@@ -107,7 +106,7 @@ fn cut(mut text: String) -> String {
 /// tensors.
 pub fn catch_backend_panic<T>(work: impl FnOnce() -> T) -> Result<T, BackendPanic> {
     record_panics();
-    let first = next_panic();
+    let first = next_number(&PANICS.lock().unwrap_or_else(PoisonError::into_inner));
     let caller = thread::current().id();
     catch_unwind(AssertUnwindSafe(work)).map_err(|payload| {
         let message = message(payload.as_ref());
