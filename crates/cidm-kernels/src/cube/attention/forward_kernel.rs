@@ -4,8 +4,9 @@
 //! values through shared memory a tile at a time (converted to f32 once per tile), so the
 //! score matrix never exists in memory. Each unit keeps its query row, its f32 output
 //! accumulator and the running max `m` and sum `l` of its softmax in registers (the loops
-//! over the row are unrolled, see the module above); when a tile raises the max, the
-//! accumulator and the sum are rescaled by `exp(m_old - m_new)`.
+//! over the row are unrolled, see the module above), and walks a tile [`SCORE_CHUNK`] keys
+//! at a time: their scores first, then, when they raise the max, the accumulator and the sum
+//! rescaled by `exp(m_old - m_new)`, then their values weighted.
 // Tile counts are written `(len + tile - 1) / tile` in the kernels: plain integer arithmetic
 // on a runtime length and a comptime tile, which the `#[cube]` expansion takes as is.
 #![allow(clippy::manual_div_ceil)]
@@ -19,6 +20,17 @@ use super::tile::{
 
 /// Query (or key) rows handled by one cube: one unit per row.
 pub(crate) const ROWS_PER_CUBE: u32 = 64;
+
+/// Keys whose scores a unit holds at once. The loop over a chunk is unrolled, so the scores
+/// are indexed by constants and stay in registers: an array indexed by the loop variable (a
+/// whole tile's scores, as this kernel first kept) lives in local memory on CUDA, one store
+/// and one load of it per key. A chunk costs one rescale of the accumulator when its scores
+/// raise the max (`head_dim` multiplications, against `2 * SCORE_CHUNK * head_dim`
+/// multiply-adds for its dot products and weighted values; rarer as the row goes on, since a
+/// max once reached seldom rises), and its unrolled body is what a shader compiler has to
+/// take in. Four keys still give 16 independent multiply-add chains per chunk; eight made
+/// lavapipe's compilation of the attention tests take 105 s longer (4: 21 s).
+pub(crate) const SCORE_CHUNK: usize = 4;
 
 /// Start value of the running max: a finite stand-in for `-inf` (WGSL rejects an infinite
 /// literal) that is still far below any real score, so `exp(m_start - s)` is exactly 0.
@@ -58,7 +70,7 @@ pub(crate) fn flash_forward_kernel<E: Float>(
     read_row(q, &mut q_row, q_base, scale, active, head_dim);
     zero_row(&mut acc, head_dim);
 
-    let mut scores = Array::<f32>::new(tile);
+    let mut scores = Array::<f32>::new(SCORE_CHUNK);
     let tile_vectors = comptime!(tile * row_vectors(head_dim));
     let mut k_tile = SharedMemory::<Lanes>::new(tile_vectors);
     let mut v_tile = SharedMemory::<Lanes>::new(tile_vectors);
@@ -74,24 +86,40 @@ pub(crate) fn flash_forward_kernel<E: Float>(
         sync_cube();
 
         if active {
-            let mut tile_max = m;
-            for j in 0..count {
-                let s = dot_tile_row(&q_row, &k_tile, j, head_dim);
-                scores[j] = s;
-                tile_max = tile_max.max(s);
+            let chunks = (count + SCORE_CHUNK - 1) / SCORE_CHUNK;
+            for chunk in 0..chunks {
+                let first = chunk * SCORE_CHUNK;
+                // Keys past the tile's last row (in the last chunk of a short tile) score
+                // the running max's start value and are never read: shared memory holds
+                // stale rows there.
+                let mut chunk_max = m;
+                #[unroll]
+                for j in 0..SCORE_CHUNK {
+                    let mut s = f32::new(NEG_START);
+                    if first + j < count {
+                        s = dot_tile_row(&q_row, &k_tile, first + j, head_dim);
+                    }
+                    scores[j] = s;
+                    chunk_max = chunk_max.max(s);
+                }
+                if chunk_max > m {
+                    let correction = (m - chunk_max).exp();
+                    l *= correction;
+                    #[unroll]
+                    for c in 0..head_dim {
+                        acc[c] *= correction;
+                    }
+                    m = chunk_max;
+                }
+                #[unroll]
+                for j in 0..SCORE_CHUNK {
+                    if first + j < count {
+                        let p = (scores[j] - m).exp();
+                        l += p;
+                        add_tile_row(&mut acc, p, &v_tile, first + j, head_dim);
+                    }
+                }
             }
-            let correction = (m - tile_max).exp();
-            l *= correction;
-            #[unroll]
-            for c in 0..head_dim {
-                acc[c] *= correction;
-            }
-            for j in 0..count {
-                let p = (scores[j] - tile_max).exp();
-                l += p;
-                add_tile_row(&mut acc, p, &v_tile, j, head_dim);
-            }
-            m = tile_max;
         }
         // The next tile overwrites shared memory: wait until every unit is done reading.
         sync_cube();
