@@ -45,6 +45,12 @@ pub(crate) fn record_fused<B: Backend, K: Backward<B, N>, const N: usize>(
     }
 }
 
+/// Whether a fused node on `inputs` would be part of the graph: by burn's rule for an
+/// operation's requirement, when any input needs a gradient (its own or one upstream).
+pub(crate) fn needs_backward<B: Backend>(inputs: &[&FloatTensor<Autodiff<B>>]) -> bool {
+    inputs.iter().any(|input| !input.node.requirement.is_none())
+}
+
 /// The body of a fused node's `Backward::backward`: takes the gradient of the node's output,
 /// runs `backward` on the saved state, it and which inputs are tracked (one gradient per
 /// input, in the inputs' order; `None` where the backward skipped one that nothing asked

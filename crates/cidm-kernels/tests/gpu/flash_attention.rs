@@ -228,6 +228,28 @@ fn head_views_match_plain_attention() {
     }
 }
 
+/// Under `Autodiff`, inputs that need no gradient (the first transformer block's
+/// self-attention in LoRA training: frozen layers before it) take the forward without
+/// logsumexp, whose output is the reference's; one tracked input (v alone, frozen q and k)
+/// is enough for the node and its backward, and v's gradient is the reference's.
+#[test]
+fn untracked_inputs_under_autodiff() {
+    let device = WgpuDevice::default();
+    let case = Case::new(100, 77, 40);
+    let want = case.reference();
+    let [q, k, v] = case.inputs::<Autodiff<Gpu>>(&device);
+    let out = fused(q.clone(), k.clone(), v.clone());
+    assert_close("untracked output", &to_vec(out), &want[0], TOL_F32);
+
+    let v = v.require_grad();
+    let w = tensor::<Autodiff<Gpu>>(&case.w, case.q_shape, &device);
+    let out = fused(q, k, v.clone());
+    assert_close("output, v tracked", &to_vec(out.clone()), &want[0], TOL_F32);
+    let grads = (out * w).sum().backward();
+    let dv = to_vec(v.grad(&grads).expect("gradient of v"));
+    assert_close("dv, v tracked", &dv, &want[3], TOL_F32);
+}
+
 /// burn-cubecl's backend without fusion takes the kernel directly (another dispatch path);
 /// forward and gradients as above, and a non-default scale.
 #[test]

@@ -7,10 +7,13 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops},
     Autodiff,
 };
-use burn::tensor::{backend::Backend, ops::FloatTensor};
+use burn::tensor::{
+    backend::{AutodiffBackend, Backend},
+    ops::FloatTensor,
+};
 
 use super::ops::FlashOps;
-use crate::autodiff_node::{record_fused, register_fused};
+use crate::autodiff_node::{needs_backward, record_fused, register_fused};
 
 /// What the backward needs: the inputs, the output and its logsumexp, on the inner backend.
 #[derive(Clone, Debug)]
@@ -47,12 +50,22 @@ impl<B: FlashOps> Backward<B, 3> for FlashAttentionBackward {
 
 /// Forward on `Autodiff<B>`: the fused forward on the inner tensors, recorded with the fused
 /// backward as its gradient (the attention's backward is compute-bound: all is saved).
+///
+/// When no input needs a gradient, nothing will ask for the backward and its logsumexp: the
+/// output is then the inference forward's (in f16 tuned against tensor cores, `tuned.rs`),
+/// as an untracked tensor. In LoRA training that is the first transformer block's
+/// self-attention, fed by frozen layers only, and every attention of a forward that runs
+/// under `Autodiff` with frozen inputs.
 pub(crate) fn forward<B: FlashOps>(
     q: FloatTensor<Autodiff<B>>,
     k: FloatTensor<Autodiff<B>>,
     v: FloatTensor<Autodiff<B>>,
     scale: f32,
 ) -> FloatTensor<Autodiff<B>> {
+    if !needs_backward::<B>(&[&q, &k, &v]) {
+        let out = B::flash_inference(q.primitive, k.primitive, v.primitive, scale);
+        return Autodiff::<B>::from_inner(out);
+    }
     let (out, lse) = B::flash_forward(
         q.primitive.clone(),
         k.primitive.clone(),
