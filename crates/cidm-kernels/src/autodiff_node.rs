@@ -47,6 +47,7 @@ pub(crate) fn record_fused<B: Backend, K: Backward<B, N>, const N: usize>(
 
 /// Whether a fused node on `inputs` would be part of the graph: by burn's rule for an
 /// operation's requirement, when any input needs a gradient (its own or one upstream).
+#[cfg(feature = "cube")]
 pub(crate) fn needs_backward<B: Backend>(inputs: &[&FloatTensor<Autodiff<B>>]) -> bool {
     inputs.iter().any(|input| !input.node.requirement.is_none())
 }

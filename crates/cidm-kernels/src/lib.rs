@@ -99,7 +99,7 @@ pub use linear::{fused_linear, LinearUnfused};
 pub use stats::{
     conv_dispatch_counts, dispatch_counts, geglu_dispatch_counts, group_norm_dispatch_counts,
     layer_norm_dispatch_counts, linear_dispatch_counts, tensor_core_attention_calls,
-    DispatchCounts,
+    tuned_attention_calls, DispatchCounts,
 };
 pub use switch::{
     attention_tensor_cores_enabled, fused_attention_enabled, fused_conv_enabled,

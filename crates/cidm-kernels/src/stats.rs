@@ -52,20 +52,35 @@ pub(crate) static CONV: Counter = Counter::new();
 /// Calls of [`crate::fused_linear`].
 pub(crate) static LINEAR: Counter = Counter::new();
 
-/// Fused attention calls whose output cubek's tensor-core attention wrote.
+/// Fused attention calls that went through the f16 autotune.
+static TUNED_ATTENTION: AtomicU64 = AtomicU64::new(0);
+/// Of those, the calls whose output cubek's tensor-core attention wrote.
 static TENSOR_CORE_ATTENTION: AtomicU64 = AtomicU64::new(0);
 
-/// Counts one fused attention call that CubeCL's autotune gave to cubek's tensor-core
-/// attention.
+/// Counts one fused attention call that went through the f16 autotune, and whether the
+/// autotune gave it to cubek's tensor-core attention.
 #[cfg(feature = "cube")]
-pub(crate) fn record_tensor_core_attention() {
-    TENSOR_CORE_ATTENTION.fetch_add(1, Ordering::Relaxed);
+pub(crate) fn record_tuned_attention(tensor_cores: bool) {
+    TUNED_ATTENTION.fetch_add(1, Ordering::Relaxed);
+    if tensor_cores {
+        TENSOR_CORE_ATTENTION.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
-/// How many of [`dispatch_counts`]'s fused calls since the process started ran on cubek's
-/// tensor-core attention rather than this crate's kernel: f16 forwards without autodiff on a
-/// GPU, where CubeCL's autotune found it the faster for the shape (see
-/// [`crate::TENSOR_CORES_SWITCH_VAR`]). Under burn-fusion a call counts when its stream runs.
+/// How many of [`dispatch_counts`]'s fused calls since the process started went through the
+/// f16 autotune between this crate's kernel and cubek's tensor-core attention: f16 forwards
+/// that no backward follows (without autodiff, or under it with no input needing a
+/// gradient) on a burn-cubecl backend, with [`crate::TENSOR_CORES_SWITCH_VAR`] on. Those the
+/// autotune gave to the tensor cores are [`tensor_core_attention_calls`]: where that stays 0
+/// while this grows, the autotune found this crate's kernel the faster (or the device has
+/// no tensor cores). Under burn-fusion a call counts when its stream runs.
+pub fn tuned_attention_calls() -> u64 {
+    TUNED_ATTENTION.load(Ordering::Relaxed)
+}
+
+/// How many of [`tuned_attention_calls`] ran on cubek's tensor-core attention rather than
+/// this crate's kernel: on a GPU with tensor cores, where CubeCL's autotune found it the
+/// faster for the shape. Under burn-fusion a call counts when its stream runs.
 pub fn tensor_core_attention_calls() -> u64 {
     TENSOR_CORE_ATTENTION.load(Ordering::Relaxed)
 }

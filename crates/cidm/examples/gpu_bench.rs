@@ -310,13 +310,15 @@ fn run(args: &Args) -> Result<bool> {
             tracing::info!(?shape, "attention");
             let name = shape.name();
             let train = name.replacen("attn_", "attn_train_", 1);
+            let tuned_calls = cidm::kernels::tuned_attention_calls();
             let tensor_core_calls = cidm::kernels::tensor_core_attention_calls();
             let forward = attention::forward(shape, reps).records(&name);
             // Which the autotune chose at this shape (f16 forward on a GPU with tensor cores).
             tracing::info!(
                 record = %name,
-                calls = cidm::kernels::tensor_core_attention_calls() - tensor_core_calls,
-                "attention forward calls on tensor cores"
+                tuned = cidm::kernels::tuned_attention_calls() - tuned_calls,
+                tensor_cores = cidm::kernels::tensor_core_attention_calls() - tensor_core_calls,
+                "attention forward calls tuned, and of those on tensor cores"
             );
             let backward = attention::forward_backward(shape, reps).records(&train);
             for (name, measured) in forward.into_iter().chain(backward) {
@@ -406,9 +408,12 @@ fn run(args: &Args) -> Result<bool> {
             kernel.replace('_', "-")
         );
     }
-    // Of the fused attention calls, those the autotune gave to cubek's tensor-core attention
-    // (f16 inference on a GPU with tensor cores; see cidm-kernels' `cube/attention/tuned.rs`).
+    // Of the fused attention calls, those that went through the f16 autotune, and of those
+    // the ones it gave to cubek's tensor-core attention (on a GPU with tensor cores; see
+    // cidm-kernels' `cube/attention/tuned.rs`).
+    let tuned_calls = cidm::kernels::tuned_attention_calls();
     let tensor_core_calls = cidm::kernels::tensor_core_attention_calls();
+    tracing::info!(calls = tuned_calls, "attention calls tuned");
     tracing::info!(calls = tensor_core_calls, "attention calls on tensor cores");
     let all_ok = records.iter().all(|r| r.error.is_none());
     if let Some(path) = &args.json {
@@ -423,6 +428,7 @@ fn run(args: &Args) -> Result<bool> {
             report[format!("{kernel}_calls")] =
                 serde_json::json!({ "fused": counts.fused, "unfused": counts.unfused });
         }
+        report["attention_tuned_calls"] = serde_json::json!(tuned_calls);
         report["attention_tensor_core_calls"] = serde_json::json!(tensor_core_calls);
         std::fs::write(path, serde_json::to_string_pretty(&report)?).map_err(|source| {
             BenchError::Io {

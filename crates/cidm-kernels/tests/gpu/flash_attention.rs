@@ -17,7 +17,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use cidm_diffusion::nn::attention_upcast;
 use cidm_kernels::{
     dispatch_counts, fused_attention, set_attention_tensor_cores, tensor_core_attention_calls,
-    UnfusedReason,
+    tuned_attention_calls, UnfusedReason,
 };
 
 const BATCH: usize = 2;
@@ -309,13 +309,14 @@ fn half_precision_inputs() {
     }
 }
 
-/// f16 forwards without autodiff, on the inference backend (under burn-fusion) and on
-/// burn-cubecl's plain backend: CubeCL's autotune chooses, per shape, between this crate's
-/// kernel and cubek's tensor-core attention (on inputs padded from width 40 to 48, q
-/// rescaled for a non-default scale); with the tensor cores switched off, this crate's
-/// kernel alone. Lavapipe has no tensor cores, so there the autotune must settle on this
-/// crate's kernel; a GPU with them checks the tensor-core path the same way. Output against
-/// the f32 reference on the same f16-rounded inputs, to 1e-2 as above.
+/// f16 forwards that no backward follows, on the inference backend (under burn-fusion), on
+/// burn-cubecl's plain backend and under autodiff with untracked inputs: CubeCL's autotune
+/// chooses, per shape, between this crate's kernel and cubek's tensor-core attention (on
+/// inputs padded from width 40 to 48, q rescaled for a non-default scale), and each of the
+/// three calls counts as tuned; with the tensor cores switched off, this crate's kernel
+/// alone, and none counts. Lavapipe has no tensor cores, so there the autotune must settle
+/// on this crate's kernel; a GPU with them checks the tensor-core path the same way. Output
+/// against the f32 reference on the same f16-rounded inputs, to 1e-2 as above.
 #[test]
 fn half_precision_inference() {
     let device = WgpuDevice::default();
@@ -335,13 +336,18 @@ fn half_precision_inference() {
         let want = to_vec(attention(q, k, v, None, None, options));
         for tensor_cores in [true, false] {
             set_attention_tensor_cores(Some(tensor_cores));
+            let tuned_before = tuned_attention_calls();
             let [q, k, v] = case.inputs::<Gpu>(&device).map(|t| t.cast(DType::F16));
             let fusion = fused_attention(q, k, v, options).map_err(|unfused| unfused.reason);
             let [q, k, v] = case.inputs::<GpuPlain>(&device).map(|t| t.cast(DType::F16));
             let plain = fused_attention(q, k, v, options).map_err(|unfused| unfused.reason);
-            let (fusion, plain) = match (fusion, plain) {
-                (Ok(fusion), Ok(plain)) => (fusion, plain),
-                (Err(reason), _) | (_, Err(reason)) => {
+            let [q, k, v] = case
+                .inputs::<Autodiff<Gpu>>(&device)
+                .map(|t| t.cast(DType::F16));
+            let frozen = fused_attention(q, k, v, options).map_err(|unfused| unfused.reason);
+            let (fusion, plain, frozen) = match (fusion, plain, frozen) {
+                (Ok(fusion), Ok(plain), Ok(frozen)) => (fusion, plain, frozen),
+                (Err(reason), _, _) | (_, Err(reason), _) | (_, _, Err(reason)) => {
                     assert!(matches!(reason, UnfusedReason::Device { .. }), "{reason}");
                     eprintln!("f16 inference NOT TESTED on this adapter ({reason})");
                     set_attention_tensor_cores(None);
@@ -352,6 +358,15 @@ fn half_precision_inference() {
             assert_eq!(fusion.dtype(), DType::F16);
             assert_close(&format!("{what}, fusion"), &to_vec(fusion), &want, 1e-2);
             assert_close(&format!("{what}, plain"), &to_vec(plain), &want, 1e-2);
+            assert_close(&format!("{what}, untracked"), &to_vec(frozen), &want, 1e-2);
+            // Reading the outputs ran the fusion streams. No other test of this binary runs
+            // an f16 attention that no backward follows, so none lands in these counts.
+            let tuned = tuned_attention_calls() - tuned_before;
+            if tensor_cores {
+                assert!(tuned >= 3, "{what}: {tuned} calls tuned, want the 3 above");
+            } else {
+                assert_eq!(tuned, 0, "{what}: calls tuned with the tensor cores off");
+            }
         }
     }
     set_attention_tensor_cores(None);

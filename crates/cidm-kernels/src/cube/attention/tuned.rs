@@ -104,9 +104,7 @@ pub(crate) fn forward<R: CubeRuntime>(
     let client = q.client.clone();
     let id = CubeTuneId::new(&q.client, &q.device);
     let attended = TUNER.execute(&id, &client, tunables, (q, k, v, scale));
-    if attended.tensor_cores {
-        stats::record_tensor_core_attention();
-    }
+    stats::record_tuned_attention(attended.tensor_cores);
     attended.out
 }
 
