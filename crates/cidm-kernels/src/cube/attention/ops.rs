@@ -21,7 +21,7 @@ pub(crate) trait FlashOps: Backend {
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// `softmax(q k^T * scale) v` alone, for a forward without autodiff (see
+    /// `softmax(q k^T * scale) v` alone, for a forward that no backward follows (see
     /// `tuned::forward`).
     fn flash_inference(
         q: FloatTensor<Self>,

@@ -1,4 +1,5 @@
-//! The f16 forward without autodiff (inference: every attention of a denoising step), tuned
+//! The f16 forward that no backward follows (inference: every attention of a denoising
+//! step; under autodiff, a call with no input needing a gradient, see `autodiff.rs`), tuned
 //! per shape between this crate's kernel and cubek's flash attention on tensor cores.
 //!
 //! This crate's kernel computes on a GPU's general cores (one thread per query row, f32
@@ -20,8 +21,8 @@
 //!   output columns that are cut off. q is multiplied by `scale * sqrt(padded width)`, so the
 //!   routine's fixed scale gives the caller's.
 //! - Only f16: the routine's tiles are f16, so f32 inputs would lose precision and bf16 ones
-//!   range. Training keeps this crate's kernels: their backward needs the forward's
-//!   logsumexp, which cubek's routine does not write.
+//!   range. Training keeps this crate's kernels wherever a backward follows: it needs the
+//!   forward's logsumexp, which cubek's routine does not write.
 //! - [`crate::TENSOR_CORES_SWITCH_VAR`] set to `0` leaves every call to this crate's kernel.
 
 use burn::tensor::{backend::Backend, DType, Shape, Tensor, TensorMetadata, TensorPrimitive};
