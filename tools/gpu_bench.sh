@@ -27,6 +27,8 @@
 #
 # Output: the raw lines of both sides, then one line per pair:
 #   pair NAME dtype=f16 cidm_ms=.. torch_ms=.. ratio=.. [cidm_mib=.. torch_mib=.. mem_ratio=..]
+# then, per run of ours, its attention calls through the f16 autotune and on tensor cores:
+#   attention cidm_1_0_step tensor_core=.. tuned=..
 # Everything (lines, logs, JSON, the UNet config) is also kept in --out (default: a new
 # temporary directory, printed at the end).
 #
@@ -284,6 +286,15 @@ awk '
     }
 ' "$out/lines.txt" | tee "$out/pairs.txt"
 grep -h 'error=' "$out/lines.txt" || true
+# Per run of ours, the attention calls that went through the f16 autotune and those of them
+# the tensor cores took: tuned with none on tensor cores means the autotune chose our kernel
+# (or the device has none); none tuned, that no call reached it (f32, the switch off).
+for json in "$out"/cidm_*.json; do
+    [ -e "$json" ] || continue
+    calls=$(grep -oE '"attention_(tuned|tensor_core)_calls": [0-9]+' "$json" \
+        | sed -E 's/"attention_([a-z_]+)_calls": /\1=/' | tr '\n' ' ')
+    echo "attention $(basename "$json" .json) ${calls% }"
+done | tee "$out/attention_paths.txt"
 
 if [ "$profile" = 1 ]; then
     echo "# kernel profiles: one repetition each, every kernel timed on the device"
