@@ -29,7 +29,8 @@ pub(crate) const ROWS_PER_CUBE: u32 = 64;
 /// multiply-adds for its dot products and weighted values; rarer as the row goes on, since a
 /// max once reached seldom rises), and its unrolled body is what a shader compiler has to
 /// take in. Four keys still give 16 independent multiply-add chains per chunk; eight made
-/// lavapipe's compilation of the attention tests take 105 s longer (4: 21 s).
+/// the attention tests on lavapipe (which compiles each kernel, Mesa's cache off as in CI)
+/// take 105 s longer than the whole-tile array did, four 21 s.
 pub(crate) const SCORE_CHUNK: usize = 4;
 
 /// Start value of the running max: a finite stand-in for `-inf` (WGSL rejects an infinite
