@@ -72,6 +72,8 @@ mod autodiff_node;
 mod backend_probe;
 mod conv;
 mod cpu_pool;
+#[cfg(feature = "cuda-source")]
+pub mod cuda_source;
 mod geglu;
 mod group_norm;
 mod layer_norm;

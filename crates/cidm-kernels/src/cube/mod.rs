@@ -14,6 +14,8 @@ mod host;
 mod layer_norm;
 mod reduce;
 
+#[cfg(feature = "cuda-source")]
+pub(crate) use attention::cuda_sources as attention_cuda_sources;
 pub(crate) use attention::fused as fused_attention;
 pub(crate) use dispatch::on_cube_backend;
 pub(crate) use geglu::fused as fused_geglu;

@@ -7,6 +7,8 @@
 mod common;
 
 mod conv_weights;
+#[cfg(feature = "cuda-source")]
+mod cuda_source;
 mod flash_attention;
 mod geglu;
 mod group_norm;

@@ -7,7 +7,8 @@
 //! Three kernels, none needs atomics: [`flash_backward_dq_kernel`] is parallel over query
 //! rows (it also writes `D`), [`flash_backward_dkdv_kernel`] over key rows and, as a third
 //! grid dimension, over ranges of query rows; both stream the other side through shared
-//! memory in tiles and accumulate in f32. Each query range writes its partial sums of dK and
+//! memory in tiles and accumulate in f32, a row's columns split over `groups` units as in
+//! the forward (see `tile::part_vectors`). Each query range writes its partial sums of dK and
 //! dV in f32, and `sum_splits_kernel` (shared, in `cube::reduce`) adds them up into the
 //! gradients. The split exists for cross-attention, whose 77 keys give a dK/dV grid of a few
 //! cubes per head: without it, a handful of units would each walk through all 4096 query rows
@@ -19,13 +20,24 @@
 use cubecl::prelude::*;
 
 use super::tile::{
-    add_tile_row, dot_tile_row, load_row_tiles, load_value_tiles, padded_width, read_row,
-    row_offset, row_vectors, tile_len, zero_row, Lanes,
+    add_tile_part, dot_tile_part, exchange_len, load_row_tiles, load_value_tiles, part_vectors,
+    part_width, read_part, row_offset, sum_over_parts, tile_len, tile_row_vectors,
+    unit_row_and_part, write_part, zero_part, Lanes, LANES, ROWS_PER_CUBE,
 };
 
-/// Gradient of the queries, one unit per query row; also writes `delta = rowsum(dO * O)`,
-/// which the key/value kernel launched after it reads. Layouts as in the forward kernel:
-/// every `[batch, heads, tokens, head_dim]` tensor in its own strides, `delta` as `lse`.
+/// Rows of the other side (keys for dQ, query rows for dK/dV) a unit walks at once: their
+/// two dot products per row (the score and `dO . V` or `V . dO`), as partial sums over the
+/// unit's part of the row, are added up over the row's units in one exchange, and the loop
+/// over them is unrolled (their values stay in registers).
+pub(crate) const ROW_CHUNK: usize = 4;
+
+/// Partial sums exchanged per chunk: two per row of it.
+pub(crate) const CHUNK_SUMS: usize = 2 * ROW_CHUNK;
+
+/// Gradient of the queries, `groups` units per query row; also writes
+/// `delta = rowsum(dO * O)`, which the key/value kernel launched after it reads. Layouts as
+/// in the forward kernel: every `[batch, heads, tokens, head_dim]` tensor in its own strides,
+/// `delta` as `lse`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn flash_backward_dq_kernel<E: Float>(
@@ -41,6 +53,7 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     len_q: u32,
     len_k: u32,
     #[comptime] head_dim: usize,
+    #[comptime] groups: usize,
     #[comptime] tile: usize,
     #[define(E)] _dtype: StorageType,
 ) {
@@ -49,58 +62,129 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     let bh = CUBE_POS_Y as usize;
     let b = bh / q.shape(1);
     let h = bh % q.shape(1);
-    let row = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+    let (unit_row, part) = unit_row_and_part();
+    let row = CUBE_POS_X as usize * ROWS_PER_CUBE + unit_row;
     let active = row < lq;
+    let first_vector = part * comptime!(part_vectors(head_dim, groups));
+    let first_col = first_vector * LANES;
 
-    let width = comptime!(padded_width(head_dim));
+    let width = comptime!(part_width(head_dim, groups));
     let mut q_row = Array::<f32>::new(width);
     let mut do_row = Array::<f32>::new(width);
     let mut acc = Array::<f32>::new(width);
-    read_row(
-        q,
-        &mut q_row,
-        row_offset(q, b, h, row),
-        scale,
-        active,
-        head_dim,
+    let q_base = row_offset(q, b, h, row);
+    let do_base = row_offset(grad_out, b, h, row);
+    read_part(
+        q, &mut q_row, q_base, first_col, scale, active, head_dim, groups,
     );
-    read_row(
+    read_part(
         grad_out,
         &mut do_row,
-        row_offset(grad_out, b, h, row),
+        do_base,
+        first_col,
         f32::new(1.0),
         active,
         head_dim,
+        groups,
     );
-    zero_row(&mut acc, head_dim);
-    let mut row_delta = f32::new(0.0);
+    zero_part(&mut acc, head_dim, groups);
+
+    // `D` of the row: this unit's part of it, then added up over the row's units (the other
+    // partial sums of the exchange are zeros here).
+    let mut sums = Array::<f32>::new(CHUNK_SUMS);
+    #[unroll]
+    for i in 0..CHUNK_SUMS {
+        sums[i] = f32::new(0.0);
+    }
+    let mut exchange = SharedMemory::<f32>::new(comptime!(exchange_len(groups, CHUNK_SUMS)));
+    let mut buffer = 0usize;
+    let out_base = row_offset(out, b, h, row);
+    #[unroll]
+    for c in 0..width {
+        if active && first_col + c < head_dim {
+            sums[0] += do_row[c] * f32::cast_from(out[out_base + first_col + c]);
+        }
+    }
+    sum_over_parts(
+        &mut sums,
+        &mut exchange,
+        buffer,
+        unit_row,
+        part,
+        CHUNK_SUMS,
+        groups,
+    );
+    buffer = 1 - buffer;
+    let row_delta = sums[0];
     let mut row_lse = f32::new(0.0);
     if active {
-        let out_base = row_offset(out, b, h, row);
-        #[unroll]
-        for c in 0..head_dim {
-            row_delta += do_row[c] * f32::cast_from(out[out_base + c]);
-        }
         row_lse = lse[bh * lq + row];
-        delta[bh * lq + row] = row_delta;
+        if part == 0 {
+            delta[bh * lq + row] = row_delta;
+        }
     }
 
-    let tile_vectors = comptime!(tile * row_vectors(head_dim));
+    let tile_vectors = comptime!(tile * tile_row_vectors(head_dim, groups));
     let mut k_tile = SharedMemory::<Lanes>::new(tile_vectors);
     let mut v_tile = SharedMemory::<Lanes>::new(tile_vectors);
     let tiles = (lk + tile - 1) / tile;
     for t in 0..tiles {
         let start = t * tile;
         let count = tile_len(lk, start, tile);
-        load_row_tiles(k, v, &mut k_tile, &mut v_tile, b, h, start, count, head_dim);
+        load_row_tiles(
+            k,
+            v,
+            &mut k_tile,
+            &mut v_tile,
+            b,
+            h,
+            start,
+            count,
+            head_dim,
+            groups,
+        );
         sync_cube();
 
-        if active {
-            for j in 0..count {
-                let s = dot_tile_row(&q_row, &k_tile, j, head_dim);
-                let dp = dot_tile_row(&do_row, &v_tile, j, head_dim);
-                let ds = (s - row_lse).exp() * (dp - row_delta);
-                add_tile_row(&mut acc, ds, &k_tile, j, head_dim);
+        // Every unit walks the tile (the exchanges synchronise the cube); a unit past the
+        // last query row works on zeros and writes nothing.
+        let chunks = (count + ROW_CHUNK - 1) / ROW_CHUNK;
+        for chunk in 0..chunks {
+            let first = chunk * ROW_CHUNK;
+            #[unroll]
+            for j in 0..ROW_CHUNK {
+                let mut s = f32::new(0.0);
+                let mut dp = f32::new(0.0);
+                if first + j < count {
+                    s = dot_tile_part(&q_row, &k_tile, first + j, first_vector, head_dim, groups);
+                    dp = dot_tile_part(&do_row, &v_tile, first + j, first_vector, head_dim, groups);
+                }
+                sums[2 * j] = s;
+                sums[2 * j + 1] = dp;
+            }
+            sum_over_parts(
+                &mut sums,
+                &mut exchange,
+                buffer,
+                unit_row,
+                part,
+                CHUNK_SUMS,
+                groups,
+            );
+            buffer = 1 - buffer;
+            #[unroll]
+            for j in 0..ROW_CHUNK {
+                if first + j < count {
+                    let ds = (sums[2 * j] - row_lse).exp() * (sums[2 * j + 1] - row_delta);
+                    add_tile_part(
+                        &mut acc,
+                        ds,
+                        &k_tile,
+                        first + j,
+                        first_vector,
+                        head_dim,
+                        groups,
+                    );
+                }
             }
         }
         sync_cube();
@@ -108,14 +192,11 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
 
     if active {
         let grad_base = row_offset(grad_q, b, h, row);
-        #[unroll]
-        for c in 0..head_dim {
-            grad_q[grad_base + c] = E::cast_from(acc[c] * scale);
-        }
+        write_part(grad_q, &acc, grad_base, first_col, scale, head_dim, groups);
     }
 }
 
-/// Partial gradients of the keys and values, one unit per key row, over the range of
+/// Partial gradients of the keys and values, `groups` units per key row, over the range of
 /// `split_rows` query rows that starts at `CUBE_POS_Z * split_rows`; reads the `delta`
 /// written by [`flash_backward_dq_kernel`]. `part_k` and `part_v` are
 /// `[splits, batch, heads, len_k, head_dim]` with the same strides (each split laid out as the
@@ -139,6 +220,7 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float, P: Float>(
     len_k: u32,
     split_rows: u32,
     #[comptime] head_dim: usize,
+    #[comptime] groups: usize,
     #[comptime] tile: usize,
     #[define(E, P)] _dtypes: [StorageType; 2],
 ) {
@@ -147,38 +229,43 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float, P: Float>(
     let bh = CUBE_POS_Y as usize;
     let b = bh / q.shape(1);
     let h = bh % q.shape(1);
-    let row = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+    let (unit_row, part) = unit_row_and_part();
+    let row = CUBE_POS_X as usize * ROWS_PER_CUBE + unit_row;
     let active = row < lk;
+    let first_vector = part * comptime!(part_vectors(head_dim, groups));
+    let first_col = first_vector * LANES;
     // This cube's query rows: [first, first + rows), the last range shorter.
     let first = CUBE_POS_Z as usize * split_rows as usize;
     let rows = tile_len(lq, first, split_rows as usize);
 
     // The key row is pre-multiplied by the scale, so a dot product is already a score.
-    let width = comptime!(padded_width(head_dim));
+    let width = comptime!(part_width(head_dim, groups));
     let mut k_row = Array::<f32>::new(width);
     let mut v_row = Array::<f32>::new(width);
     let mut dk = Array::<f32>::new(width);
     let mut dv = Array::<f32>::new(width);
-    read_row(
-        k,
-        &mut k_row,
-        row_offset(k, b, h, row),
-        scale,
-        active,
-        head_dim,
+    let k_base = row_offset(k, b, h, row);
+    let v_base = row_offset(v, b, h, row);
+    read_part(
+        k, &mut k_row, k_base, first_col, scale, active, head_dim, groups,
     );
-    read_row(
+    read_part(
         v,
         &mut v_row,
-        row_offset(v, b, h, row),
+        v_base,
+        first_col,
         f32::new(1.0),
         active,
         head_dim,
+        groups,
     );
-    zero_row(&mut dk, head_dim);
-    zero_row(&mut dv, head_dim);
+    zero_part(&mut dk, head_dim, groups);
+    zero_part(&mut dv, head_dim, groups);
 
-    let tile_vectors = comptime!(tile * row_vectors(head_dim));
+    let mut sums = Array::<f32>::new(CHUNK_SUMS);
+    let mut exchange = SharedMemory::<f32>::new(comptime!(exchange_len(groups, CHUNK_SUMS)));
+    let mut buffer = 0usize;
+    let tile_vectors = comptime!(tile * tile_row_vectors(head_dim, groups));
     let mut q_tile = SharedMemory::<Lanes>::new(tile_vectors);
     let mut do_tile = SharedMemory::<Lanes>::new(tile_vectors);
     let mut lse_tile = SharedMemory::<f32>::new(tile);
@@ -197,6 +284,7 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float, P: Float>(
             first + start,
             count,
             head_dim,
+            groups,
         );
         let value_offset = bh * lq + first + start;
         load_value_tiles(
@@ -209,14 +297,55 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float, P: Float>(
         );
         sync_cube();
 
-        if active {
-            for i in 0..count {
-                let s = dot_tile_row(&k_row, &q_tile, i, head_dim);
-                let dp = dot_tile_row(&v_row, &do_tile, i, head_dim);
-                let p = (s - lse_tile[i]).exp();
-                let ds = p * (dp - delta_tile[i]);
-                add_tile_row(&mut dv, p, &do_tile, i, head_dim);
-                add_tile_row(&mut dk, ds, &q_tile, i, head_dim);
+        // Every unit walks the tile (the exchanges synchronise the cube); a unit past the
+        // last key row works on zeros and writes nothing.
+        let chunks = (count + ROW_CHUNK - 1) / ROW_CHUNK;
+        for chunk in 0..chunks {
+            let first_row = chunk * ROW_CHUNK;
+            #[unroll]
+            for i in 0..ROW_CHUNK {
+                let mut s = f32::new(0.0);
+                let mut dp = f32::new(0.0);
+                if first_row + i < count {
+                    s = dot_tile_part(
+                        &k_row,
+                        &q_tile,
+                        first_row + i,
+                        first_vector,
+                        head_dim,
+                        groups,
+                    );
+                    dp = dot_tile_part(
+                        &v_row,
+                        &do_tile,
+                        first_row + i,
+                        first_vector,
+                        head_dim,
+                        groups,
+                    );
+                }
+                sums[2 * i] = s;
+                sums[2 * i + 1] = dp;
+            }
+            sum_over_parts(
+                &mut sums,
+                &mut exchange,
+                buffer,
+                unit_row,
+                part,
+                CHUNK_SUMS,
+                groups,
+            );
+            buffer = 1 - buffer;
+            #[unroll]
+            for i in 0..ROW_CHUNK {
+                let r = first_row + i;
+                if r < count {
+                    let p = (sums[2 * i] - lse_tile[r]).exp();
+                    let ds = p * (sums[2 * i + 1] - delta_tile[r]);
+                    add_tile_part(&mut dv, p, &do_tile, r, first_vector, head_dim, groups);
+                    add_tile_part(&mut dk, ds, &q_tile, r, first_vector, head_dim, groups);
+                }
             }
         }
         sync_cube();
@@ -228,10 +357,15 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float, P: Float>(
             + b * part_k.stride(1)
             + h * part_k.stride(2)
             + row * part_k.stride(3);
-        #[unroll]
-        for c in 0..head_dim {
-            part_k[part_base + c] = P::cast_from(dk[c] * scale);
-            part_v[part_base + c] = P::cast_from(dv[c]);
-        }
+        write_part(part_k, &dk, part_base, first_col, scale, head_dim, groups);
+        write_part(
+            part_v,
+            &dv,
+            part_base,
+            first_col,
+            f32::new(1.0),
+            head_dim,
+            groups,
+        );
     }
 }

@@ -4,32 +4,125 @@ use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::{kernel::into_contiguous, ops::reshape, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
-use super::backward_kernel::{flash_backward_dkdv_kernel, flash_backward_dq_kernel};
-use super::forward_kernel::{flash_forward_kernel, ROWS_PER_CUBE};
-use super::tile::padded_width;
+use super::backward_kernel::{flash_backward_dkdv_kernel, flash_backward_dq_kernel, CHUNK_SUMS};
+use super::forward_kernel::{flash_forward_kernel, SCORE_CHUNK};
+use super::tile::{exchange_len, part_width, tile_row_vectors, LANES, ROWS_PER_CUBE};
 use crate::cube::host::{empty_in_order, empty_on, sum_splits, supports_dtype};
 
 /// Most rows of keys (or queries) held in shared memory at once.
 const MAX_TILE: usize = 64;
 /// Shared memory the kernels plan for, at most: 48 KiB is what CUDA grants a kernel
 /// without opting in, and more than wgpu's default limit of 16 KiB.
-const MAX_SHARED_BYTES: usize = 48 * 1024;
+pub(crate) const MAX_SHARED_BYTES: usize = 48 * 1024;
+/// Most f32 values of the rows (its parts of them) one unit holds in registers: the kernels
+/// split a row among more units (see `tile::part_vectors`) until each holds at most this
+/// many. What NVIDIA's compiler makes of it (sm_90, `tools/kernel_registers.sh`): a unit
+/// holding 80 values takes about 128 registers, 120 to 128 values about 168, 160 up to all
+/// 255 a thread has; 192 and more spill to local memory.
+const MAX_HELD_VALUES: usize = 128;
+/// Most units per row: a cube of `ROWS_PER_CUBE * 4` units.
+const MAX_GROUPS: usize = 4;
 
-/// Shared memory one tile row takes: two f32 rows of `head_dim` padded to whole vectors (K
-/// and V, or Q and dO) plus two f32 scalars (the logsumexp and `D` of a query row).
-fn shared_bytes_per_row(head_dim: usize) -> usize {
-    (2 * padded_width(head_dim) + 2) * core::mem::size_of::<f32>()
+/// The three attention kernels, by what a unit of each holds and exchanges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// The forward: its query row and output accumulator.
+    Forward,
+    /// dQ: its query row, output-gradient row and accumulator.
+    BackwardDq,
+    /// dK/dV: its key and value rows and both accumulators; its tiles also carry a
+    /// logsumexp and a `D` per query row.
+    BackwardDkdv,
 }
 
-/// Rows per shared-memory tile for `head_dim`: as many as fit the device's shared memory
-/// (and [`MAX_SHARED_BYTES`]), at most [`MAX_TILE`].
-fn tile_rows<R: CubeRuntime>(client: &ComputeClient<R>, head_dim: usize) -> usize {
-    let shared = client
-        .properties()
-        .hardware
-        .max_shared_memory_size
-        .min(MAX_SHARED_BYTES);
-    (shared / shared_bytes_per_row(head_dim)).clamp(1, MAX_TILE)
+impl Kernel {
+    /// f32 rows of the head width a unit holds.
+    fn rows_held(self) -> usize {
+        match self {
+            Kernel::Forward => 2,
+            Kernel::BackwardDq => 3,
+            Kernel::BackwardDkdv => 4,
+        }
+    }
+
+    /// Partial sums a unit exchanges with the other units of its row at once.
+    fn exchanged(self) -> usize {
+        match self {
+            Kernel::Forward => SCORE_CHUNK,
+            Kernel::BackwardDq | Kernel::BackwardDkdv => CHUNK_SUMS,
+        }
+    }
+
+    /// f32 values per tile row besides its two rows.
+    fn row_scalars(self) -> usize {
+        match self {
+            Kernel::BackwardDkdv => 2,
+            Kernel::Forward | Kernel::BackwardDq => 0,
+        }
+    }
+}
+
+/// How one kernel runs for a head width: `groups` units per row and tiles of `tile` rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub(crate) groups: usize,
+    pub(crate) tile: usize,
+}
+
+impl Plan {
+    /// The plan of `kernel` for `head_dim` on a device with `shared` bytes of shared memory
+    /// per cube: the fewest units per row (a power of two up to [`MAX_GROUPS`]) that hold
+    /// at most [`MAX_HELD_VALUES`] each, then as many tile rows as the shared memory left
+    /// after the exchange buffers takes (up to [`MAX_SHARED_BYTES`] and [`MAX_TILE`]). Where
+    /// the exchange leaves no room for a tile row (wgpu's default 16 KiB at width 160),
+    /// fewer units per row, down to one; `None` when not even then one row fits.
+    pub(crate) fn new(kernel: Kernel, head_dim: usize, shared: usize) -> Option<Plan> {
+        let mut groups = 1;
+        while groups < MAX_GROUPS
+            && kernel.rows_held() * part_width(head_dim, groups) > MAX_HELD_VALUES
+        {
+            groups *= 2;
+        }
+        let f32_bytes = core::mem::size_of::<f32>();
+        let shared = shared.min(MAX_SHARED_BYTES);
+        loop {
+            let exchange = exchange_len(groups, kernel.exchanged()) * f32_bytes;
+            let per_row =
+                (2 * tile_row_vectors(head_dim, groups) * LANES + kernel.row_scalars()) * f32_bytes;
+            let tile = (shared.saturating_sub(exchange) / per_row).min(MAX_TILE);
+            if tile > 0 {
+                return Some(Plan { groups, tile });
+            }
+            if groups == 1 {
+                return None;
+            }
+            groups /= 2;
+        }
+    }
+
+    /// Shared memory of a cube under this plan, in bytes: the two row tiles, the per-row
+    /// values of the dK/dV kernel's tiles and the exchange buffers.
+    #[cfg(test)]
+    fn shared_bytes(self, kernel: Kernel, head_dim: usize) -> usize {
+        let per_row = 2 * tile_row_vectors(head_dim, self.groups) * LANES + kernel.row_scalars();
+        let exchange = if self.groups > 1 {
+            exchange_len(self.groups, kernel.exchanged())
+        } else {
+            0
+        };
+        (self.tile * per_row + exchange) * core::mem::size_of::<f32>()
+    }
+
+    /// Units of a cube: [`ROWS_PER_CUBE`] rows of `groups` units.
+    pub(crate) fn cube_dim(self) -> CubeDim {
+        CubeDim::new_1d((ROWS_PER_CUBE * self.groups) as u32)
+    }
+}
+
+/// The plan of `kernel` on `client`'s device; the caller checked [`device_supports`].
+fn plan_on<R: CubeRuntime>(client: &ComputeClient<R>, kernel: Kernel, head_dim: usize) -> Plan {
+    let shared = client.properties().hardware.max_shared_memory_size;
+    Plan::new(kernel, head_dim, shared).expect("device_supports checked the shared memory")
 }
 
 /// Fewest query rows one dK/dV cube works through: below this, the cube's fixed work (its
@@ -101,7 +194,7 @@ fn empty_like<R: CubeRuntime>(like: &CubeTensor<R>, dtype: DType) -> CubeTensor<
 /// One cube per [`ROWS_PER_CUBE`] rows, times `batch * heads`, times `splits`.
 fn cube_count(rows: usize, batch_heads: usize, splits: usize) -> CubeCount {
     CubeCount::Static(
-        rows.div_ceil(ROWS_PER_CUBE as usize) as u32,
+        rows.div_ceil(ROWS_PER_CUBE) as u32,
         batch_heads as u32,
         splits as u32,
     )
@@ -114,12 +207,14 @@ pub(crate) fn device_supports<R: CubeRuntime>(
     dtype: DType,
     head_dim: usize,
 ) -> bool {
+    let shared = R::client(device)
+        .properties()
+        .hardware
+        .max_shared_memory_size;
     supports_dtype::<R>(device, dtype)
-        && R::client(device)
-            .properties()
-            .hardware
-            .max_shared_memory_size
-            >= shared_bytes_per_row(head_dim)
+        && [Kernel::Forward, Kernel::BackwardDq, Kernel::BackwardDkdv]
+            .iter()
+            .all(|&kernel| Plan::new(kernel, head_dim, shared).is_some())
 }
 
 /// Forward pass: `(softmax(q k^T * scale) v, logsumexp of the scaled scores per row)`; the
@@ -137,11 +232,11 @@ pub(crate) fn forward<R: CubeRuntime>(
     let dtype = q.dtype;
     let out = empty_like(&q, dtype);
     let lse = empty_on(&q, Shape::new([batch, heads, len_q]), DType::F32);
-    let tile = tile_rows(&client, head_dim);
+    let plan = plan_on(&client, Kernel::Forward, head_dim);
     flash_forward_kernel::launch::<R>(
         &client,
         cube_count(len_q, batch * heads, 1),
-        CubeDim::new_1d(ROWS_PER_CUBE),
+        plan.cube_dim(),
         q.into_tensor_arg(),
         k.into_tensor_arg(),
         v.into_tensor_arg(),
@@ -151,7 +246,8 @@ pub(crate) fn forward<R: CubeRuntime>(
         len_q as u32,
         len_k as u32,
         head_dim,
-        tile,
+        plan.groups,
+        plan.tile,
         dtype.into(),
     );
     (out, lse)
@@ -180,12 +276,13 @@ pub(crate) fn backward<R: CubeRuntime>(
     let grad_k = empty_like(&k, dtype);
     let grad_v = empty_like(&k, dtype);
     let delta = empty_on(&q, Shape::new([batch, heads, len_q]), DType::F32);
-    let tile = tile_rows(&client, head_dim);
+    let dq_plan = plan_on(&client, Kernel::BackwardDq, head_dim);
+    let dkdv_plan = plan_on(&client, Kernel::BackwardDkdv, head_dim);
 
     flash_backward_dq_kernel::launch::<R>(
         &client,
         cube_count(len_q, batch * heads, 1),
-        CubeDim::new_1d(ROWS_PER_CUBE),
+        dq_plan.cube_dim(),
         q.clone().into_tensor_arg(),
         k.clone().into_tensor_arg(),
         v.clone().into_tensor_arg(),
@@ -198,17 +295,18 @@ pub(crate) fn backward<R: CubeRuntime>(
         len_q as u32,
         len_k as u32,
         head_dim,
-        tile,
+        dq_plan.groups,
+        dq_plan.tile,
         dtype.into(),
     );
 
-    let key_cubes = len_k.div_ceil(ROWS_PER_CUBE as usize) * batch * heads;
+    let key_cubes = len_k.div_ceil(ROWS_PER_CUBE) * batch * heads;
     let target_cubes = client
         .properties()
         .hardware
         .num_streaming_multiprocessors
         .map_or(DEFAULT_TARGET_CUBES, |sms| 4 * sms as usize);
-    let (splits, split_rows) = query_splits(len_q, key_cubes, target_cubes, tile);
+    let (splits, split_rows) = query_splits(len_q, key_cubes, target_cubes, dkdv_plan.tile);
     let parts_shape = Shape::new([splits, batch, heads, len_k, head_dim]);
     let (part_k, part_v) = if splits == 1 {
         // One range: the kernel writes the gradients themselves, seen as one split.
@@ -225,7 +323,7 @@ pub(crate) fn backward<R: CubeRuntime>(
     flash_backward_dkdv_kernel::launch::<R>(
         &client,
         cube_count(len_k, batch * heads, splits),
-        CubeDim::new_1d(ROWS_PER_CUBE),
+        dkdv_plan.cube_dim(),
         q.into_tensor_arg(),
         k.into_tensor_arg(),
         v.into_tensor_arg(),
@@ -239,7 +337,8 @@ pub(crate) fn backward<R: CubeRuntime>(
         len_k as u32,
         split_rows as u32,
         head_dim,
-        tile,
+        dkdv_plan.groups,
+        dkdv_plan.tile,
         [dtype.into(), part_dtype.into()],
     );
     if splits > 1 {
@@ -253,7 +352,10 @@ pub(crate) fn backward<R: CubeRuntime>(
 mod tests {
     use proptest::prelude::*;
 
-    use super::{memory_order, query_splits, DEFAULT_TARGET_CUBES, MIN_SPLIT_ROWS};
+    use super::{
+        memory_order, part_width, query_splits, Kernel, Plan, DEFAULT_TARGET_CUBES,
+        MAX_HELD_VALUES, MAX_SHARED_BYTES, MAX_TILE, MIN_SPLIT_ROWS,
+    };
 
     proptest! {
         /// The ranges cover the query rows exactly once (none empty), start on tile
@@ -287,6 +389,61 @@ mod tests {
             [0, 1, 2, 3]
         );
         assert_eq!(memory_order(&[0, 77 * 40, 40, 1]), [1, 2, 0, 3]);
+    }
+
+    proptest! {
+        /// A plan fits the device's shared memory (and the 48 KiB planned for), its tile
+        /// holds 1 to 64 rows, and it splits a row only as far as needed: with half as many
+        /// units per row, each would hold more than the limit, unless the shared memory
+        /// forced fewer.
+        #[test]
+        fn plans_fit_and_split_no_further_than_needed(
+            head_dim in 1usize..=256,
+            shared in 1024usize..=100_000,
+            kernel in prop::sample::select(&[
+                Kernel::Forward,
+                Kernel::BackwardDq,
+                Kernel::BackwardDkdv,
+            ][..]),
+        ) {
+            let Some(plan) = Plan::new(kernel, head_dim, shared) else {
+                return Ok(());
+            };
+            prop_assert!(plan.shared_bytes(kernel, head_dim) <= shared.min(MAX_SHARED_BYTES));
+            prop_assert!((1..=MAX_TILE).contains(&plan.tile));
+            prop_assert!([1, 2, 4].contains(&plan.groups));
+            if plan.groups > 1 {
+                let fewer = kernel.rows_held() * part_width(head_dim, plan.groups / 2);
+                prop_assert!(fewer > MAX_HELD_VALUES);
+            }
+            let unsplit = Plan::new(kernel, head_dim, MAX_SHARED_BYTES).unwrap();
+            prop_assert!(plan.groups <= unsplit.groups);
+        }
+    }
+
+    /// The plans at SD's head widths on a CUDA device (48 KiB), as `tools/kernel_registers.sh`
+    /// reports them with their registers (docs/performance.md): each unit holds at most 128
+    /// values (160 for dK/dV at width 160, at the 4-unit limit); wgpu's default 16 KiB
+    /// takes fewer units where the exchange would leave no room for a tile row.
+    #[test]
+    fn sd_plans() {
+        let plans = |kernel| {
+            [40, 64, 80, 160].map(|d| {
+                let plan = Plan::new(kernel, d, MAX_SHARED_BYTES).unwrap();
+                (plan.groups, plan.tile)
+            })
+        };
+        assert_eq!(plans(Kernel::Forward), [(1, 64), (1, 64), (2, 64), (4, 32)]);
+        assert_eq!(
+            plans(Kernel::BackwardDq),
+            [(1, 64), (2, 64), (2, 64), (4, 25)]
+        );
+        assert_eq!(
+            plans(Kernel::BackwardDkdv),
+            [(2, 64), (2, 64), (4, 50), (4, 25)]
+        );
+        let small = Plan::new(Kernel::BackwardDkdv, 160, 16 * 1024).unwrap();
+        assert_eq!((small.groups, small.tile), (2, 6));
     }
 
     /// SD 1.5's largest cross-attention (batch 2, 8 heads, 4096 queries, 77 keys: 32 key

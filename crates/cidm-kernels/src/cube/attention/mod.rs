@@ -1,8 +1,8 @@
 //! The flash-attention kernels and their burn integration.
 //!
 //! Every loop over the head width is unrolled (`#[unroll]`; the width is a compile-time
-//! parameter of each kernel). For two reasons: each unit's rows (`Array`s of the head width)
-//! are then indexed by constants and can live in registers instead of local memory; and a
+//! parameter of each kernel). For two reasons: each unit's rows (`Array`s of its part of the
+//! head width) are then indexed by constants and can live in registers instead of local memory; and a
 //! unit's loop iterations grow with the sequence alone (see the loop limit in the module
 //! above). Unrolled, an invocation loops about once per key or query row it walks, plus its
 //! tile loads: with a loop per head column, SD 1.5's 4096 keys at width 40 (and 300 query
@@ -12,6 +12,8 @@
 
 mod autodiff;
 mod backward_kernel;
+#[cfg(feature = "cuda-source")]
+mod cuda_source;
 mod forward_kernel;
 mod launch;
 mod ops;
@@ -21,6 +23,8 @@ mod tuned;
 use burn::backend::Autodiff;
 use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorMetadata, TensorPrimitive};
 
+#[cfg(feature = "cuda-source")]
+pub(crate) use cuda_source::attention_sources as cuda_sources;
 pub(crate) use ops::FlashOps;
 
 use super::dispatch::{dispatch, float_primitive, CubeKernel, CubeOps};

@@ -2,8 +2,8 @@
 //! step; under autodiff, a call with no input needing a gradient, see `autodiff.rs`), tuned
 //! per shape between this crate's kernel and cubek's flash attention on tensor cores.
 //!
-//! This crate's kernel computes on a GPU's general cores (one thread per query row, f32
-//! multiply-adds). cubek, the kernel library burn-cubecl is built on, has a flash attention
+//! This crate's kernel computes on a GPU's general cores (one to four threads per query
+//! row, f32 multiply-adds). cubek, the kernel library burn-cubecl is built on, has a flash attention
 //! whose two products run on tensor cores (CUDA's `wmma`: f16 tiles, f32 accumulators, the
 //! probabilities rounded to f16 before the product with V, as in PyTorch's SDPA). burn's
 //! `attention` reaches it only at the default scale and has no backward for it. Which is
