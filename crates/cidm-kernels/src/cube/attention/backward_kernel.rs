@@ -150,24 +150,18 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
         let chunks = (count + ROW_CHUNK - 1) / ROW_CHUNK;
         for chunk in 0..chunks {
             let first = chunk * ROW_CHUNK;
-            #[unroll]
-            for j in 0..ROW_CHUNK {
-                let mut s = f32::new(0.0);
-                let mut dp = f32::new(0.0);
-                if first + j < count {
-                    s = dot_tile_part(&q_row, &k_tile, first + j, first_vector, head_dim, groups);
-                    dp = dot_tile_part(&do_row, &v_tile, first + j, first_vector, head_dim, groups);
-                }
-                sums[2 * j] = s;
-                sums[2 * j + 1] = dp;
-            }
-            sum_over_parts(
+            chunk_dot_pairs(
                 &mut sums,
+                &q_row,
+                &k_tile,
+                &do_row,
+                &v_tile,
+                first,
+                count,
                 &mut exchange,
                 buffer,
-                unit_row,
-                part,
-                CHUNK_SUMS,
+                (unit_row, part, first_vector),
+                head_dim,
                 groups,
             );
             buffer = 1 - buffer;
@@ -302,38 +296,18 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float, P: Float>(
         let chunks = (count + ROW_CHUNK - 1) / ROW_CHUNK;
         for chunk in 0..chunks {
             let first_row = chunk * ROW_CHUNK;
-            #[unroll]
-            for i in 0..ROW_CHUNK {
-                let mut s = f32::new(0.0);
-                let mut dp = f32::new(0.0);
-                if first_row + i < count {
-                    s = dot_tile_part(
-                        &k_row,
-                        &q_tile,
-                        first_row + i,
-                        first_vector,
-                        head_dim,
-                        groups,
-                    );
-                    dp = dot_tile_part(
-                        &v_row,
-                        &do_tile,
-                        first_row + i,
-                        first_vector,
-                        head_dim,
-                        groups,
-                    );
-                }
-                sums[2 * i] = s;
-                sums[2 * i + 1] = dp;
-            }
-            sum_over_parts(
+            chunk_dot_pairs(
                 &mut sums,
+                &k_row,
+                &q_tile,
+                &v_row,
+                &do_tile,
+                first_row,
+                count,
                 &mut exchange,
                 buffer,
-                unit_row,
-                part,
-                CHUNK_SUMS,
+                (unit_row, part, first_vector),
+                head_dim,
                 groups,
             );
             buffer = 1 - buffer;
@@ -368,4 +342,41 @@ pub(crate) fn flash_backward_dkdv_kernel<E: Float, P: Float>(
             groups,
         );
     }
+}
+
+/// The two dot products the backward needs for each of the [`ROW_CHUNK`] tile rows from
+/// `first` (of the tile's `count`): `sums[2 i] = a . a_tile[first + i]` and
+/// `sums[2 i + 1] = b . b_tile[first + i]` over whole rows, this unit's parts added up with
+/// those of its row's other units (`unit`: its row in the cube, its part, the part's first
+/// vector) through `buffer` of `exchange`; zeros for rows past `count`. Synchronises the cube
+/// when a row has several units.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn chunk_dot_pairs(
+    sums: &mut Array<f32>,
+    a: &Array<f32>,
+    a_tile: &SharedMemory<Lanes>,
+    b: &Array<f32>,
+    b_tile: &SharedMemory<Lanes>,
+    first: usize,
+    count: usize,
+    exchange: &mut SharedMemory<f32>,
+    buffer: usize,
+    unit: (usize, usize, usize),
+    #[comptime] head_dim: usize,
+    #[comptime] groups: usize,
+) {
+    let (unit_row, part, first_vector) = unit;
+    #[unroll]
+    for i in 0..ROW_CHUNK {
+        let mut a_dot = f32::new(0.0);
+        let mut b_dot = f32::new(0.0);
+        if first + i < count {
+            a_dot = dot_tile_part(a, a_tile, first + i, first_vector, head_dim, groups);
+            b_dot = dot_tile_part(b, b_tile, first + i, first_vector, head_dim, groups);
+        }
+        sums[2 * i] = a_dot;
+        sums[2 * i + 1] = b_dot;
+    }
+    sum_over_parts(sums, exchange, buffer, unit_row, part, CHUNK_SUMS, groups);
 }
