@@ -15,13 +15,16 @@ use super::forward_kernel::flash_forward_kernel;
 use super::launch::{Kernel, Plan, MAX_SHARED_BYTES};
 use crate::cuda_source::{CudaSourceError, KernelSource};
 
+/// Threads per block on every CUDA device.
+const CUDA_MAX_UNITS: usize = 1024;
+
 /// CubeCL's CUDA compiler, with the matrix-instruction back end its CUDA runtime uses by
 /// default.
 type CudaCompiler = CppCompiler<CudaDialect<CudaWmmaCompiler>>;
 
 /// The attention kernels for `head_dim` on `dtype` tensors, each as `launch.rs` launches it
 /// on a CUDA device: its [`Plan`] for [`MAX_SHARED_BYTES`] of shared memory (every CUDA
-/// device grants that much), the dK/dV kernel writing f32 partial sums (its form whenever
+/// device grants that much) and [`CUDA_MAX_UNITS`], the dK/dV kernel writing f32 partial sums (its form whenever
 /// the query rows are split; one range writes `dtype`).
 pub(crate) fn attention_sources(
     client: &ComputeClient<WgpuRuntime>,
@@ -29,7 +32,8 @@ pub(crate) fn attention_sources(
     dtype: DType,
 ) -> Result<Vec<KernelSource>, CudaSourceError> {
     let plan = |kernel| {
-        Plan::new(kernel, head_dim, MAX_SHARED_BYTES).ok_or(CudaSourceError::HeadDim(head_dim))
+        Plan::new(kernel, head_dim, MAX_SHARED_BYTES, CUDA_MAX_UNITS)
+            .ok_or(CudaSourceError::HeadDim(head_dim))
     };
     let (forward, dq, dkdv) = (
         plan(Kernel::Forward)?,

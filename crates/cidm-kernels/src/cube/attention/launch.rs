@@ -71,17 +71,30 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// The plan of `kernel` for `head_dim` on a device with `shared` bytes of shared memory
-    /// per cube: the fewest units per row (a power of two up to [`MAX_GROUPS`]) that hold
-    /// at most [`MAX_HELD_VALUES`] each, then as many tile rows as the shared memory left
-    /// after the exchange buffers takes (up to [`MAX_SHARED_BYTES`] and [`MAX_TILE`]). Where
-    /// the exchange leaves no room for a tile row (wgpu's default 16 KiB at width 160),
-    /// fewer units per row, down to one; `None` when not even then one row fits.
-    pub(crate) fn new(kernel: Kernel, head_dim: usize, shared: usize) -> Option<Plan> {
+    /// and at most `max_units` units per cube: the fewest units per row (a power of two up
+    /// to [`MAX_GROUPS`]) that hold at most [`MAX_HELD_VALUES`] each, then as many tile rows
+    /// as the shared memory left after the exchange buffers takes (up to
+    /// [`MAX_SHARED_BYTES`] and [`MAX_TILE`]). Where the cube would have more units than the
+    /// device allows (Vulkan guarantees only 128), or the exchange leaves no room for a tile
+    /// row (wgpu's default 16 KiB at width 160), fewer units per row, down to one; `None`
+    /// when not even then a cube fits.
+    pub(crate) fn new(
+        kernel: Kernel,
+        head_dim: usize,
+        shared: usize,
+        max_units: usize,
+    ) -> Option<Plan> {
         let mut groups = 1;
         while groups < MAX_GROUPS
             && kernel.rows_held() * part_width(head_dim, groups) > MAX_HELD_VALUES
         {
             groups *= 2;
+        }
+        while groups > 1 && ROWS_PER_CUBE * groups > max_units {
+            groups /= 2;
+        }
+        if ROWS_PER_CUBE > max_units {
+            return None;
         }
         let f32_bytes = core::mem::size_of::<f32>();
         let shared = shared.min(MAX_SHARED_BYTES);
@@ -121,8 +134,16 @@ impl Plan {
 
 /// The plan of `kernel` on `client`'s device; the caller checked [`device_supports`].
 fn plan_on<R: CubeRuntime>(client: &ComputeClient<R>, kernel: Kernel, head_dim: usize) -> Plan {
-    let shared = client.properties().hardware.max_shared_memory_size;
-    Plan::new(kernel, head_dim, shared).expect("device_supports checked the shared memory")
+    let (shared, max_units) = limits(client);
+    Plan::new(kernel, head_dim, shared, max_units).expect("device_supports checked the limits")
+}
+
+/// The device's shared memory per cube in bytes and most units per cube (along x, the
+/// kernels' only cube dimension).
+fn limits<R: CubeRuntime>(client: &ComputeClient<R>) -> (usize, usize) {
+    let hardware = &client.properties().hardware;
+    let units = hardware.max_units_per_cube.min(hardware.max_cube_dim.0);
+    (hardware.max_shared_memory_size, units as usize)
 }
 
 /// Fewest query rows one dK/dV cube works through: below this, the cube's fixed work (its
@@ -207,14 +228,11 @@ pub(crate) fn device_supports<R: CubeRuntime>(
     dtype: DType,
     head_dim: usize,
 ) -> bool {
-    let shared = R::client(device)
-        .properties()
-        .hardware
-        .max_shared_memory_size;
+    let (shared, max_units) = limits(&R::client(device));
     supports_dtype::<R>(device, dtype)
         && [Kernel::Forward, Kernel::BackwardDq, Kernel::BackwardDkdv]
             .iter()
-            .all(|&kernel| Plan::new(kernel, head_dim, shared).is_some())
+            .all(|&kernel| Plan::new(kernel, head_dim, shared, max_units).is_some())
 }
 
 /// Forward pass: `(softmax(q k^T * scale) v, logsumexp of the scaled scores per row)`; the
@@ -353,8 +371,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::{
-        memory_order, part_width, query_splits, Kernel, Plan, DEFAULT_TARGET_CUBES,
-        MAX_HELD_VALUES, MAX_SHARED_BYTES, MAX_TILE, MIN_SPLIT_ROWS,
+        exchange_len, memory_order, part_width, query_splits, tile_row_vectors, Kernel, Plan,
+        DEFAULT_TARGET_CUBES, LANES, MAX_HELD_VALUES, MAX_SHARED_BYTES, MAX_TILE, MIN_SPLIT_ROWS,
+        ROWS_PER_CUBE,
     };
 
     proptest! {
@@ -400,36 +419,44 @@ mod tests {
         fn plans_fit_and_split_no_further_than_needed(
             head_dim in 1usize..=256,
             shared in 1024usize..=100_000,
+            max_units in prop::sample::select(&[32usize, 64, 128, 256, 1024][..]),
             kernel in prop::sample::select(&[
                 Kernel::Forward,
                 Kernel::BackwardDq,
                 Kernel::BackwardDkdv,
             ][..]),
         ) {
-            let Some(plan) = Plan::new(kernel, head_dim, shared) else {
+            let Some(plan) = Plan::new(kernel, head_dim, shared, max_units) else {
+                // Only a device too small for one row of one unit per row has none.
+                let one_row = (2 * tile_row_vectors(head_dim, 1) * LANES + kernel.row_scalars()
+                    + exchange_len(1, kernel.exchanged()))
+                    * core::mem::size_of::<f32>();
+                prop_assert!(max_units < ROWS_PER_CUBE || shared < one_row, "no plan");
                 return Ok(());
             };
             prop_assert!(plan.shared_bytes(kernel, head_dim) <= shared.min(MAX_SHARED_BYTES));
+            prop_assert!(ROWS_PER_CUBE * plan.groups <= max_units);
             prop_assert!((1..=MAX_TILE).contains(&plan.tile));
             prop_assert!([1, 2, 4].contains(&plan.groups));
             if plan.groups > 1 {
                 let fewer = kernel.rows_held() * part_width(head_dim, plan.groups / 2);
                 prop_assert!(fewer > MAX_HELD_VALUES);
             }
-            let unsplit = Plan::new(kernel, head_dim, MAX_SHARED_BYTES).unwrap();
+            let unsplit = Plan::new(kernel, head_dim, MAX_SHARED_BYTES, 1024).unwrap();
             prop_assert!(plan.groups <= unsplit.groups);
         }
     }
 
-    /// The plans at SD's head widths on a CUDA device (48 KiB), as `tools/kernel_registers.sh`
-    /// reports them with their registers (docs/performance.md): each unit holds at most 128
-    /// values (160 for dK/dV at width 160, at the 4-unit limit); wgpu's default 16 KiB
-    /// takes fewer units where the exchange would leave no room for a tile row.
+    /// The plans at SD's head widths on a CUDA device (48 KiB, 1024 units per cube), as
+    /// `tools/kernel_registers.sh` reports them with their registers (docs/performance.md):
+    /// each unit holds at most 128 values (160 for dK/dV at width 160, at the 4-unit limit);
+    /// wgpu's default 16 KiB takes fewer units where the exchange would leave no room for a
+    /// tile row, a device of 128 units per cube at most 2 per row, one of 32 none.
     #[test]
     fn sd_plans() {
         let plans = |kernel| {
             [40, 64, 80, 160].map(|d| {
-                let plan = Plan::new(kernel, d, MAX_SHARED_BYTES).unwrap();
+                let plan = Plan::new(kernel, d, MAX_SHARED_BYTES, 1024).unwrap();
                 (plan.groups, plan.tile)
             })
         };
@@ -442,8 +469,11 @@ mod tests {
             plans(Kernel::BackwardDkdv),
             [(2, 64), (2, 64), (4, 50), (4, 25)]
         );
-        let small = Plan::new(Kernel::BackwardDkdv, 160, 16 * 1024).unwrap();
+        let small = Plan::new(Kernel::BackwardDkdv, 160, 16 * 1024, 1024).unwrap();
         assert_eq!((small.groups, small.tile), (2, 6));
+        let narrow = Plan::new(Kernel::BackwardDkdv, 160, MAX_SHARED_BYTES, 128).unwrap();
+        assert_eq!((narrow.groups, narrow.tile), (2, 31));
+        assert_eq!(Plan::new(Kernel::Forward, 40, MAX_SHARED_BYTES, 32), None);
     }
 
     /// SD 1.5's largest cross-attention (batch 2, 8 heads, 4096 queries, 77 keys: 32 key
