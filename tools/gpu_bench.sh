@@ -8,7 +8,8 @@
 #
 # Usage: tools/gpu_bench.sh [--tiny] [--reps N] [--warmup N] [--sampling-steps N]
 #                           [--only LIST] [--dtypes LIST] [--deadline SECONDS]
-#                           [--out DIR] [--compile] [--profile] OURS_BIN [OURS_BIN ...]
+#                           [--out DIR] [--compile] [--profile] [--held-values LIST]
+#                           OURS_BIN [OURS_BIN ...]
 # Environment: PYTHON, the interpreter with torch, diffusers==0.42.1 and peft (default python3);
 # CUDA_PATH, the CUDA toolkit our CUDA builds compile their kernels against (found if unset:
 # see cuda_environment below).
@@ -32,6 +33,13 @@
 # Everything (lines, logs, JSON, the UNet config) is also kept in --out (default: a new
 # temporary directory, printed at the end).
 #
+# --held-values LIST (e.g. 64,1024): last, the first build's attention records once more
+# under each CIDM_ATTENTION_HELD_VALUES (the most f32 values of rows one GPU thread of the
+# attention kernels holds before a row is split over more threads; 128 by default, 1024
+# splits no row), each record of ours against its time in the run above:
+#   held attn_q1024_k1024_d80 dtype=f16 default_ms=.. held64_ms=.. ratio=..
+# (kept in --out as held.txt).
+#
 # --profile: then profiles one repetition of the LoRA step and of the UNet step on both sides
 # (ours with CubeCL's profiler, the reference with torch.profiler; after --warmup untimed
 # runs) and prints, per build, `gpu_bench profile`'s comparison part by part:
@@ -50,6 +58,7 @@ dtypes=()
 deadline=""
 compile=()
 profile=0
+held_values=()
 bins=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -63,7 +72,8 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift ;;
         --compile) compile=(--compile) ;;
         --profile) profile=1 ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        --held-values) IFS=, read -r -a held_values <<< "$2"; shift ;;
+        -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
         -*) echo "gpu_bench.sh: unknown option $1" >&2; exit 2 ;;
         *) bins+=("$1") ;;
     esac
@@ -77,6 +87,12 @@ if [ -n "$deadline" ] && ! [[ "$deadline" =~ ^[0-9]+$ ]]; then
     echo "gpu_bench.sh: --deadline takes whole seconds" >&2
     exit 2
 fi
+for held in "${held_values[@]}"; do
+    if ! [[ "$held" =~ ^[1-9][0-9]*$ ]]; then
+        echo "gpu_bench.sh: --held-values takes whole numbers from 1 on, comma-separated" >&2
+        exit 2
+    fi
+done
 for i in "${!bins[@]}"; do
     bin="${bins[$i]}"
     [ -x "$bin" ] || { echo "gpu_bench.sh: $bin is not an executable" >&2; exit 2; }
@@ -255,15 +271,17 @@ for round in 0 1; do
     fi
 done
 
-echo "# ours / torch (median times; memory where both report it)"
-awk '
+# awk: the value of KEY=value on a record line (after its side and name).
+field_awk='
     function field(key,    i, kv) {
         for (i = 3; i <= NF; i++) {
             split($i, kv, "=")
             if (kv[1] == key) return substr($i, length(key) + 2)
         }
         return ""
-    }
+    }'
+echo "# ours / torch (median times; memory where both report it)"
+awk "$field_awk"'
     ($1 == "cidm" || $1 == "torch") && field("median_ms") != "" {
         key = $2 " dtype=" field("dtype")
         if (!(key in seen)) { seen[key] = 1; order[n++] = key }
@@ -330,5 +348,22 @@ if [ "$profile" = 1 ]; then
         done
     done
 fi
+for held in "${held_values[@]}"; do
+    echo "# ours (${bins[0]}): attention, CIDM_ATTENTION_HELD_VALUES=$held"
+    bounded "${ours_env[@]}" env CIDM_ATTENTION_HELD_VALUES="$held" "${bins[0]}" \
+        --config "$config" --warmup "$warmup" --reps "$reps" --only attention \
+        --json "$out/held_$held.json" 2> "$out/held_$held.log" > "$out/held_$held.txt" \
+        || status=1
+    # The first file (the run above) gives each record's default time, the second this one.
+    awk -v held="$held" "$field_awk"'
+        $1 != "cidm" || $2 !~ /^attn_/ || field("median_ms") == "" { next }
+        { key = $2 " dtype=" field("dtype") }
+        FNR == NR { base[key] = field("median_ms"); next }
+        key in base {
+            printf "held %s default_ms=%s held%s_ms=%s ratio=%.2f\n", key, base[key], held,
+                field("median_ms"), field("median_ms") / base[key]
+        }
+    ' "$out/lines.txt" "$out/held_$held.txt" | tee -a "$out/held.txt"
+done
 echo "# results in $out"
 exit $status

@@ -11,7 +11,9 @@
 #                                  [--dtypes f16,f32]
 #   --arch: the sm_ version to compile for (default 90a: H100/H200, as CubeCL compiles there).
 #   --out: where the sources, PTX and registers.tsv go (default target/kernel-registers).
-# Environment: PYTHON, an interpreter with the pip packages nvidia-cuda-nvrtc-cu12 and
+# Environment: CIDM_ATTENTION_HELD_VALUES, as for a run of the kernels (how many values of rows
+# a thread holds before a row is split; default 128), e.g. 64 to see a finer split;
+# PYTHON, an interpreter with the pip packages nvidia-cuda-nvrtc-cu12 and
 # nvidia-cuda-nvcc-cu12; unset, a virtual environment with them (version 12.9, about 130 MB
 # downloaded once) is made in target/kernel-registers-venv.
 set -euo pipefail

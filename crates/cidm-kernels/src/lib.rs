@@ -104,11 +104,11 @@ pub use stats::{
     tuned_attention_calls, DispatchCounts,
 };
 pub use switch::{
-    attention_tensor_cores_enabled, fused_attention_enabled, fused_conv_enabled,
-    fused_geglu_enabled, fused_group_norm_enabled, fused_layer_norm_enabled, fused_linear_enabled,
-    set_attention_tensor_cores, set_fused_attention, set_fused_conv, set_fused_geglu,
-    set_fused_group_norm, set_fused_layer_norm, set_fused_linear, CONV_SWITCH_VAR,
-    GEGLU_SWITCH_VAR, GROUP_NORM_SWITCH_VAR, LAYER_NORM_SWITCH_VAR, LINEAR_SWITCH_VAR, SWITCH_VAR,
-    TENSOR_CORES_SWITCH_VAR,
+    attention_held_values, attention_tensor_cores_enabled, fused_attention_enabled,
+    fused_conv_enabled, fused_geglu_enabled, fused_group_norm_enabled, fused_layer_norm_enabled,
+    fused_linear_enabled, set_attention_tensor_cores, set_fused_attention, set_fused_conv,
+    set_fused_geglu, set_fused_group_norm, set_fused_layer_norm, set_fused_linear, CONV_SWITCH_VAR,
+    DEFAULT_ATTENTION_HELD_VALUES, GEGLU_SWITCH_VAR, GROUP_NORM_SWITCH_VAR, HELD_VALUES_VAR,
+    LAYER_NORM_SWITCH_VAR, LINEAR_SWITCH_VAR, SWITCH_VAR, TENSOR_CORES_SWITCH_VAR,
 };
 pub use unfused::{Unfused, UnfusedReason};

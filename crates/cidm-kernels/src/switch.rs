@@ -33,6 +33,41 @@ pub const CONV_SWITCH_VAR: &str = "CIDM_FUSED_CONV";
 /// [`set_fused_linear`] overrides it.
 pub const LINEAR_SWITCH_VAR: &str = "CIDM_FUSED_LINEAR";
 
+/// Environment variable that sets how many f32 values of rows one unit (GPU thread) of the
+/// attention kernels may hold before its rows are split over more units (see
+/// `docs/performance.md`, "Registers per thread"): a whole number from 1 on; unset or not
+/// such a number, [`DEFAULT_ATTENTION_HELD_VALUES`]. Read once, on the first attention
+/// launch. For weighing the split on a GPU (`tools/gpu_bench.sh --held-values`) and reading
+/// the registers it gives (`tools/kernel_registers.sh`).
+pub const HELD_VALUES_VAR: &str = "CIDM_ATTENTION_HELD_VALUES";
+
+/// [`HELD_VALUES_VAR`]'s default. What NVIDIA's compiler makes of a limit (sm_90): a unit
+/// holding 80 values takes about 128 registers, 120 to 128 values about 168, 160 up to all
+/// 255 a thread has; 192 and more spill to local memory.
+pub const DEFAULT_ATTENTION_HELD_VALUES: usize = 128;
+
+/// The limit [`HELD_VALUES_VAR`] sets (its default when unset).
+pub fn attention_held_values() -> usize {
+    static HELD: OnceLock<usize> = OnceLock::new();
+    *HELD.get_or_init(|| held_values_from(std::env::var(HELD_VALUES_VAR).ok().as_deref()))
+}
+
+/// [`HELD_VALUES_VAR`]'s value read: a whole number from 1 on, else the default (with a
+/// warning when the variable is set to something else).
+fn held_values_from(value: Option<&str>) -> usize {
+    match value.map(|v| v.trim().parse::<usize>()) {
+        None => DEFAULT_ATTENTION_HELD_VALUES,
+        Some(Ok(held)) if held >= 1 => held,
+        Some(_) => {
+            tracing::warn!(
+                value,
+                "{HELD_VALUES_VAR} is not a whole number from 1 on; using {DEFAULT_ATTENTION_HELD_VALUES}"
+            );
+            DEFAULT_ATTENTION_HELD_VALUES
+        }
+    }
+}
+
 /// [`Switch::state`]'s values: follow the variable, forced on, forced off.
 const FOLLOW_ENV: u8 = 0;
 const FORCED_ON: u8 = 1;
@@ -200,7 +235,27 @@ fn enabled_by(value: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{enabled_by, resolve, Switch, FOLLOW_ENV, FORCED_OFF, FORCED_ON};
+    use super::{
+        enabled_by, held_values_from, resolve, Switch, DEFAULT_ATTENTION_HELD_VALUES, FOLLOW_ENV,
+        FORCED_OFF, FORCED_ON,
+    };
+
+    /// A whole number from 1 on sets the limit (spaces around it allowed); unset, zero,
+    /// negative, fractional or other text keep the default.
+    #[test]
+    fn held_values() {
+        assert_eq!(held_values_from(None), DEFAULT_ATTENTION_HELD_VALUES);
+        assert_eq!(held_values_from(Some("64")), 64);
+        assert_eq!(held_values_from(Some(" 1000 ")), 1000);
+        assert_eq!(held_values_from(Some("1")), 1);
+        for bad in ["0", "-5", "12.5", "", "many"] {
+            assert_eq!(
+                held_values_from(Some(bad)),
+                DEFAULT_ATTENTION_HELD_VALUES,
+                "{bad:?}"
+            );
+        }
+    }
 
     /// Unset and unrelated values keep the kernel on; the four "off" spellings turn it off.
     #[test]

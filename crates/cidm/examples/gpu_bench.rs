@@ -415,6 +415,10 @@ fn run(args: &Args) -> Result<bool> {
     let tensor_core_calls = cidm::kernels::tensor_core_attention_calls();
     tracing::info!(calls = tuned_calls, "attention calls tuned");
     tracing::info!(calls = tensor_core_calls, "attention calls on tensor cores");
+    tracing::info!(
+        values = cidm::kernels::attention_held_values(),
+        "attention kernels' limit of held values per thread"
+    );
     let all_ok = records.iter().all(|r| r.error.is_none());
     if let Some(path) = &args.json {
         let mut report = serde_json::json!({
@@ -429,6 +433,7 @@ fn run(args: &Args) -> Result<bool> {
                 serde_json::json!({ "fused": counts.fused, "unfused": counts.unfused });
         }
         report["attention_tuned_calls"] = serde_json::json!(tuned_calls);
+        report["attention_held_values"] = serde_json::json!(cidm::kernels::attention_held_values());
         report["attention_tensor_core_calls"] = serde_json::json!(tensor_core_calls);
         std::fs::write(path, serde_json::to_string_pretty(&report)?).map_err(|source| {
             BenchError::Io {

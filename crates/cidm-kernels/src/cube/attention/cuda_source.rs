@@ -12,7 +12,7 @@ use cubecl_cpp::shared::{CompilationOptions, CppCompiler, CppSupportedFeatures};
 
 use super::backward_kernel::{flash_backward_dkdv_kernel, flash_backward_dq_kernel};
 use super::forward_kernel::flash_forward_kernel;
-use super::launch::{Kernel, Plan, MAX_SHARED_BYTES};
+use super::launch::{Kernel, Limits, Plan, MAX_SHARED_BYTES};
 use crate::cuda_source::{CudaSourceError, KernelSource};
 
 /// Threads per block on every CUDA device.
@@ -24,17 +24,21 @@ type CudaCompiler = CppCompiler<CudaDialect<CudaWmmaCompiler>>;
 
 /// The attention kernels for `head_dim` on `dtype` tensors, each as `launch.rs` launches it
 /// on a CUDA device: its [`Plan`] for [`MAX_SHARED_BYTES`] of shared memory (every CUDA
-/// device grants that much) and [`CUDA_MAX_UNITS`], the dK/dV kernel writing f32 partial sums (its form whenever
+/// device grants that much), [`CUDA_MAX_UNITS`] and the limit of held values in force
+/// ([`crate::HELD_VALUES_VAR`]), the dK/dV kernel writing f32 partial sums (its form whenever
 /// the query rows are split; one range writes `dtype`).
 pub(crate) fn attention_sources(
     client: &ComputeClient<WgpuRuntime>,
     head_dim: usize,
     dtype: DType,
 ) -> Result<Vec<KernelSource>, CudaSourceError> {
-    let plan = |kernel| {
-        Plan::new(kernel, head_dim, MAX_SHARED_BYTES, CUDA_MAX_UNITS)
-            .ok_or(CudaSourceError::HeadDim(head_dim))
+    let limits = Limits {
+        shared: MAX_SHARED_BYTES,
+        max_units: CUDA_MAX_UNITS,
+        held_values: crate::attention_held_values(),
     };
+    let plan =
+        |kernel| Plan::new(kernel, head_dim, limits).ok_or(CudaSourceError::HeadDim(head_dim));
     let (forward, dq, dkdv) = (
         plan(Kernel::Forward)?,
         plan(Kernel::BackwardDq)?,

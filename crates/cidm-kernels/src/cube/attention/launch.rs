@@ -8,18 +8,13 @@ use super::backward_kernel::{flash_backward_dkdv_kernel, flash_backward_dq_kerne
 use super::forward_kernel::{flash_forward_kernel, SCORE_CHUNK};
 use super::tile::{exchange_len, part_width, tile_row_vectors, LANES, ROWS_PER_CUBE};
 use crate::cube::host::{empty_in_order, empty_on, sum_splits, supports_dtype};
+use crate::switch;
 
 /// Most rows of keys (or queries) held in shared memory at once.
 const MAX_TILE: usize = 64;
 /// Shared memory the kernels plan for, at most: 48 KiB is what CUDA grants a kernel
 /// without opting in, and more than wgpu's default limit of 16 KiB.
 pub(crate) const MAX_SHARED_BYTES: usize = 48 * 1024;
-/// Most f32 values of the rows (its parts of them) one unit holds in registers: the kernels
-/// split a row among more units (see `tile::part_vectors`) until each holds at most this
-/// many. What NVIDIA's compiler makes of it (sm_90, `tools/kernel_registers.sh`): a unit
-/// holding 80 values takes about 128 registers, 120 to 128 values about 168, 160 up to all
-/// 255 a thread has; 192 and more spill to local memory.
-const MAX_HELD_VALUES: usize = 128;
 /// Most units per row: a cube of `ROWS_PER_CUBE * 4` units.
 const MAX_GROUPS: usize = 4;
 
@@ -62,6 +57,27 @@ impl Kernel {
     }
 }
 
+/// What a [`Plan`] must fit: the device's shared memory per cube in bytes and most units per
+/// cube, and the most f32 values of rows a unit may hold ([`crate::attention_held_values`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) shared: usize,
+    pub(crate) max_units: usize,
+    pub(crate) held_values: usize,
+}
+
+impl Limits {
+    /// The limits of `client`'s device (units along x, the kernels' only cube dimension).
+    fn of<R: CubeRuntime>(client: &ComputeClient<R>) -> Limits {
+        let hardware = &client.properties().hardware;
+        Limits {
+            shared: hardware.max_shared_memory_size,
+            max_units: hardware.max_units_per_cube.min(hardware.max_cube_dim.0) as usize,
+            held_values: switch::attention_held_values(),
+        }
+    }
+}
+
 /// How one kernel runs for a head width: `groups` units per row and tiles of `tile` rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Plan {
@@ -70,23 +86,21 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// The plan of `kernel` for `head_dim` on a device with `shared` bytes of shared memory
-    /// and at most `max_units` units per cube: the fewest units per row (a power of two up
-    /// to [`MAX_GROUPS`]) that hold at most [`MAX_HELD_VALUES`] each, then as many tile rows
-    /// as the shared memory left after the exchange buffers takes (up to
+    /// The plan of `kernel` for `head_dim` within `limits`: the fewest units per row (a power
+    /// of two up to [`MAX_GROUPS`]) that hold at most `limits.held_values` each, then as many
+    /// tile rows as the shared memory left after the exchange buffers takes (up to
     /// [`MAX_SHARED_BYTES`] and [`MAX_TILE`]). Where the cube would have more units than the
     /// device allows (Vulkan guarantees only 128), or the exchange leaves no room for a tile
     /// row (wgpu's default 16 KiB at width 160), fewer units per row, down to one; `None`
     /// when not even then a cube fits.
-    pub(crate) fn new(
-        kernel: Kernel,
-        head_dim: usize,
-        shared: usize,
-        max_units: usize,
-    ) -> Option<Plan> {
+    pub(crate) fn new(kernel: Kernel, head_dim: usize, limits: Limits) -> Option<Plan> {
+        let Limits {
+            shared,
+            max_units,
+            held_values,
+        } = limits;
         let mut groups = 1;
-        while groups < MAX_GROUPS
-            && kernel.rows_held() * part_width(head_dim, groups) > MAX_HELD_VALUES
+        while groups < MAX_GROUPS && kernel.rows_held() * part_width(head_dim, groups) > held_values
         {
             groups *= 2;
         }
@@ -134,16 +148,7 @@ impl Plan {
 
 /// The plan of `kernel` on `client`'s device; the caller checked [`device_supports`].
 fn plan_on<R: CubeRuntime>(client: &ComputeClient<R>, kernel: Kernel, head_dim: usize) -> Plan {
-    let (shared, max_units) = limits(client);
-    Plan::new(kernel, head_dim, shared, max_units).expect("device_supports checked the limits")
-}
-
-/// The device's shared memory per cube in bytes and most units per cube (along x, the
-/// kernels' only cube dimension).
-fn limits<R: CubeRuntime>(client: &ComputeClient<R>) -> (usize, usize) {
-    let hardware = &client.properties().hardware;
-    let units = hardware.max_units_per_cube.min(hardware.max_cube_dim.0);
-    (hardware.max_shared_memory_size, units as usize)
+    Plan::new(kernel, head_dim, Limits::of(client)).expect("device_supports checked the limits")
 }
 
 /// Fewest query rows one dK/dV cube works through: below this, the cube's fixed work (its
@@ -228,11 +233,11 @@ pub(crate) fn device_supports<R: CubeRuntime>(
     dtype: DType,
     head_dim: usize,
 ) -> bool {
-    let (shared, max_units) = limits(&R::client(device));
+    let limits = Limits::of(&R::client(device));
     supports_dtype::<R>(device, dtype)
         && [Kernel::Forward, Kernel::BackwardDq, Kernel::BackwardDkdv]
             .iter()
-            .all(|&kernel| Plan::new(kernel, head_dim, shared, max_units).is_some())
+            .all(|&kernel| Plan::new(kernel, head_dim, limits).is_some())
 }
 
 /// Forward pass: `(softmax(q k^T * scale) v, logsumexp of the scaled scores per row)`; the
@@ -370,9 +375,11 @@ pub(crate) fn backward<R: CubeRuntime>(
 mod tests {
     use proptest::prelude::*;
 
+    use crate::DEFAULT_ATTENTION_HELD_VALUES;
+
     use super::{
-        exchange_len, memory_order, part_width, query_splits, tile_row_vectors, Kernel, Plan,
-        DEFAULT_TARGET_CUBES, LANES, MAX_HELD_VALUES, MAX_SHARED_BYTES, MAX_TILE, MIN_SPLIT_ROWS,
+        exchange_len, memory_order, part_width, query_splits, tile_row_vectors, Kernel, Limits,
+        Plan, DEFAULT_TARGET_CUBES, LANES, MAX_SHARED_BYTES, MAX_TILE, MIN_SPLIT_ROWS,
         ROWS_PER_CUBE,
     };
 
@@ -410,23 +417,33 @@ mod tests {
         assert_eq!(memory_order(&[0, 77 * 40, 40, 1]), [1, 2, 0, 3]);
     }
 
+    /// A CUDA device: 48 KiB planned for, 1024 units per cube, the default limit of held
+    /// values.
+    const CUDA: Limits = Limits {
+        shared: MAX_SHARED_BYTES,
+        max_units: 1024,
+        held_values: DEFAULT_ATTENTION_HELD_VALUES,
+    };
+
     proptest! {
-        /// A plan fits the device's shared memory (and the 48 KiB planned for), its tile
-        /// holds 1 to 64 rows, and it splits a row only as far as needed: with half as many
-        /// units per row, each would hold more than the limit, unless the shared memory
-        /// forced fewer.
+        /// A plan fits the device's shared memory (and the 48 KiB planned for) and units per
+        /// cube, its tile holds 1 to 64 rows, and it splits a row only as far as needed: with
+        /// half as many units per row, each would hold more than the limit; the device's
+        /// limits only ever take units away.
         #[test]
         fn plans_fit_and_split_no_further_than_needed(
             head_dim in 1usize..=256,
             shared in 1024usize..=100_000,
             max_units in prop::sample::select(&[32usize, 64, 128, 256, 1024][..]),
+            held_values in 1usize..=700,
             kernel in prop::sample::select(&[
                 Kernel::Forward,
                 Kernel::BackwardDq,
                 Kernel::BackwardDkdv,
             ][..]),
         ) {
-            let Some(plan) = Plan::new(kernel, head_dim, shared, max_units) else {
+            let limits = Limits { shared, max_units, held_values };
+            let Some(plan) = Plan::new(kernel, head_dim, limits) else {
                 // Only a device too small for one row of one unit per row has none.
                 let one_row = (2 * tile_row_vectors(head_dim, 1) * LANES + kernel.row_scalars()
                     + exchange_len(1, kernel.exchanged()))
@@ -440,40 +457,56 @@ mod tests {
             prop_assert!([1, 2, 4].contains(&plan.groups));
             if plan.groups > 1 {
                 let fewer = kernel.rows_held() * part_width(head_dim, plan.groups / 2);
-                prop_assert!(fewer > MAX_HELD_VALUES);
+                prop_assert!(fewer > held_values);
             }
-            let unsplit = Plan::new(kernel, head_dim, MAX_SHARED_BYTES, 1024).unwrap();
+            let unlimited = Limits { held_values, ..CUDA };
+            let unsplit = Plan::new(kernel, head_dim, unlimited).unwrap();
             prop_assert!(plan.groups <= unsplit.groups);
         }
     }
 
-    /// The plans at SD's head widths on a CUDA device (48 KiB, 1024 units per cube), as
-    /// `tools/kernel_registers.sh` reports them with their registers (docs/performance.md):
-    /// each unit holds at most 128 values (160 for dK/dV at width 160, at the 4-unit limit);
-    /// wgpu's default 16 KiB takes fewer units where the exchange would leave no room for a
-    /// tile row, a device of 128 units per cube at most 2 per row, one of 32 none.
+    /// The plans at SD's head widths on a CUDA device, as `tools/kernel_registers.sh`
+    /// reports them with their registers (docs/performance.md): each unit holds at most 128
+    /// values (160 for dK/dV at width 160, at the 4-unit limit); wgpu's default 16 KiB
+    /// takes fewer units where the exchange would leave no room for a tile row, a device of
+    /// 128 units per cube at most 2 per row, one of 32 none; a limit of 64 values splits
+    /// width 40 too.
     #[test]
     fn sd_plans() {
-        let plans = |kernel| {
+        let plans = |kernel, limits| {
             [40, 64, 80, 160].map(|d| {
-                let plan = Plan::new(kernel, d, MAX_SHARED_BYTES, 1024).unwrap();
+                let plan = Plan::new(kernel, d, limits).unwrap();
                 (plan.groups, plan.tile)
             })
         };
-        assert_eq!(plans(Kernel::Forward), [(1, 64), (1, 64), (2, 64), (4, 32)]);
-        assert_eq!(
-            plans(Kernel::BackwardDq),
-            [(1, 64), (2, 64), (2, 64), (4, 25)]
-        );
-        assert_eq!(
-            plans(Kernel::BackwardDkdv),
-            [(2, 64), (2, 64), (4, 50), (4, 25)]
-        );
-        let small = Plan::new(Kernel::BackwardDkdv, 160, 16 * 1024, 1024).unwrap();
+        let forward = plans(Kernel::Forward, CUDA);
+        assert_eq!(forward, [(1, 64), (1, 64), (2, 64), (4, 32)]);
+        let dq = plans(Kernel::BackwardDq, CUDA);
+        assert_eq!(dq, [(1, 64), (2, 64), (2, 64), (4, 25)]);
+        let dkdv = plans(Kernel::BackwardDkdv, CUDA);
+        assert_eq!(dkdv, [(2, 64), (2, 64), (4, 50), (4, 25)]);
+        let small = Limits {
+            shared: 16 * 1024,
+            ..CUDA
+        };
+        let small = Plan::new(Kernel::BackwardDkdv, 160, small).unwrap();
         assert_eq!((small.groups, small.tile), (2, 6));
-        let narrow = Plan::new(Kernel::BackwardDkdv, 160, MAX_SHARED_BYTES, 128).unwrap();
-        assert_eq!((narrow.groups, narrow.tile), (2, 31));
-        assert_eq!(Plan::new(Kernel::Forward, 40, MAX_SHARED_BYTES, 32), None);
+        let narrow = Limits {
+            max_units: 128,
+            ..CUDA
+        };
+        let narrow_plan = Plan::new(Kernel::BackwardDkdv, 160, narrow).unwrap();
+        assert_eq!((narrow_plan.groups, narrow_plan.tile), (2, 31));
+        let tiny = Limits {
+            max_units: 32,
+            ..CUDA
+        };
+        assert_eq!(Plan::new(Kernel::Forward, 40, tiny), None);
+        let held_64 = Limits {
+            held_values: 64,
+            ..CUDA
+        };
+        assert_eq!(Plan::new(Kernel::Forward, 40, held_64).unwrap().groups, 2);
     }
 
     /// SD 1.5's largest cross-attention (batch 2, 8 heads, 4096 queries, 77 keys: 32 key
