@@ -14,7 +14,8 @@
 //!   where its tile is not a multiple of the problem's length, and 1, 2, 4 or 8 keys divide it.
 //! - The key is the exact shape, without the bucketing of burn's own attention autotune: a
 //!   choice made on one shape is never applied to another, where cubek's routine might not
-//!   set up (it needs the queries to fill its stages).
+//!   set up (it needs the queries to fill its stages). It also holds the limit that sets how
+//!   this crate's kernel splits its rows ([`crate::HELD_VALUES_VAR`]).
 //! - cubek's routine scales the scores by `1/sqrt(head width)` and needs the head width to be
 //!   a multiple of its tiles' (16 for f16 `wmma`). SD 1.5's width 40 is padded with zero
 //!   columns to 48 ([`padded_inputs`]): zero columns add nothing to `q k^T`, and V's give
@@ -47,13 +48,17 @@ const TILE: u32 = 16;
 /// Planes (warps) per cube that cubek's routine is tried with, as in burn's own autotune.
 const PLANES: [u8; 3] = [2, 4, 8];
 
-/// The autotune key: the exact shape (see the module's doc).
+/// The autotune key: the exact shape (see the module's doc), and the limit of values a unit
+/// of this crate's kernel holds ([`crate::HELD_VALUES_VAR`]), which sets how that kernel
+/// splits its rows: a choice timed under one limit is not reused under another (the
+/// benchmark's `--held-values` runs compare them).
 #[derive(Hash, Eq, PartialEq, Debug, Clone, Serialize, Deserialize, AutotuneKey)]
 struct InferenceKey {
     batch_heads: usize,
     len_q: usize,
     len_k: usize,
     head_dim: usize,
+    held_values: usize,
 }
 
 /// The tuned operation's inputs: q, k, v and the scale.
@@ -109,10 +114,12 @@ pub(crate) fn forward<R: CubeRuntime>(
     attended.out
 }
 
-/// The autotune key of the inputs: their exact shape.
+/// The autotune key of the inputs: their exact shape, and the limit in force.
 fn key<R: CubeRuntime>((q, k, _, _): &Inputs<R>) -> InferenceKey {
     let [batch, heads, len_q, head_dim] = q.shape().dims::<4>();
-    InferenceKey::new(batch * heads, len_q, k.shape().dims::<4>()[2], head_dim)
+    let len_k = k.shape().dims::<4>()[2];
+    let held_values = switch::attention_held_values();
+    InferenceKey::new(batch * heads, len_q, len_k, head_dim, held_values)
 }
 
 /// burn-cubecl's backend, for the padding's tensor operations (which follow the tensors'
