@@ -1,14 +1,18 @@
-"""Registers, spills and occupancy of the attention kernels' CUDA builds, read off NVIDIA's
-compiler without a GPU.
+"""Registers, spills and occupancy of cidm-kernels' CUDA builds, read off NVIDIA's compiler
+without a GPU.
 
-Reads the folder the `cuda_sources` example of cidm-kernels wrote (one `.cu` per kernel, head
-width and dtype, and `kernels.tsv`), compiles each source as CubeCL's CUDA runtime does (NVRTC
-with `--gpu-architecture=sm_<arch>`, the CUDA headers' include path and `-lineinfo`), then the
-PTX with `ptxas -v` for the same architecture (what the driver does when it loads the PTX), and
-prints one line per kernel:
+Reads the folder the `cuda_sources` example of cidm-kernels wrote (one `.cu` per kernel,
+variant and dtype, and `kernels.tsv`), compiles each source as CubeCL's CUDA runtime does
+(NVRTC with `--gpu-architecture=sm_<arch>`, the CUDA headers' include path and `-lineinfo`),
+then the PTX with `ptxas -v` for the same architecture (what the driver does when it loads
+the PTX), and prints one line per kernel, with the variant's settings after its dtype:
 
-  kernel=flash_forward head_dim=40 dtype=f16 units_per_row=1 tile_rows=64 registers=128
+  kernel=flash_forward dtype=f16 head_dim=40 units_per_row=1 tile_rows=64 registers=127
       spill_stores=0 spill_loads=0 stack=0 shared_bytes=20480 warps_per_sm=16
+
+A source that NVRTC or ptxas rejects prints `kernel=.. dtype=.. ... error="..."` (the first
+line of the compiler's log; the whole log goes to `<file>.log`), the others still run, and the
+exit status is 1.
 
 `warps_per_sm` is the occupancy the registers and shared memory allow, with the limits of
 sm_90 (H100, H200): 64K registers allocated 256 per warp, 228 KiB of shared memory with 1 KiB
@@ -30,7 +34,6 @@ import re
 import subprocess
 import sys
 
-ROWS_PER_CUBE = 64  # rows of an attention kernel's cube, each of units_per_row units
 REGISTERS_PER_SM = 65536
 REGISTER_UNIT_PER_WARP = 256
 SHARED_PER_SM = 228 * 1024
@@ -118,28 +121,46 @@ def main():
 
     with open(os.path.join(args.sources, "kernels.tsv")) as manifest:
         kernels = list(csv.DictReader(manifest, delimiter="\t"))
-    columns = ["kernel", "head_dim", "dtype", "units_per_row", "tile_rows", "registers", "spill_stores", "spill_loads",
-               "stack", "shared_bytes", "warps_per_sm"]
+    columns = ["kernel", "dtype", "settings", "registers", "spill_stores", "spill_loads", "stack",
+               "shared_bytes", "warps_per_sm", "error"]
     rows = []
     for kernel in kernels:
         path = os.path.join(args.sources, kernel["file"])
-        with open(path, "rb") as source:
-            ptx = nvrtc_ptx(nvrtc, source.read(), options)
-        ptx_path = path[: -len(".cu")] + ".ptx"
-        with open(ptx_path, "wb") as out:
-            out.write(ptx)
-        registers, stores, loads, stack = ptxas_info(ptxas, ptx_path, args.arch)
         shared = int(kernel["shared_bytes"])
-        units = int(kernel["units_per_row"])
-        row = dict(kernel=kernel["kernel"], head_dim=kernel["head_dim"], dtype=kernel["dtype"],
-                   units_per_row=units, tile_rows=kernel["tile_rows"], registers=registers, spill_stores=stores, spill_loads=loads, stack=stack,
-                   shared_bytes=shared, warps_per_sm=warps_per_sm(registers, shared, ROWS_PER_CUBE * units))
+        row = dict(kernel=kernel["kernel"], dtype=kernel["dtype"], settings=kernel["settings"],
+                   registers="", spill_stores="", spill_loads="", stack="", shared_bytes=shared,
+                   warps_per_sm="", error="")
+        try:
+            with open(path, "rb") as source:
+                ptx = nvrtc_ptx(nvrtc, source.read(), options)
+            ptx_path = path[: -len(".cu")] + ".ptx"
+            with open(ptx_path, "wb") as out:
+                out.write(ptx)
+            registers, stores, loads, stack = ptxas_info(ptxas, ptx_path, args.arch)
+            row.update(registers=registers, spill_stores=stores, spill_loads=loads, stack=stack,
+                       warps_per_sm=warps_per_sm(registers, shared, int(kernel["cube_units"])))
+        except (RuntimeError, subprocess.CalledProcessError) as err:
+            log = err.stderr if isinstance(err, subprocess.CalledProcessError) else str(err)
+            with open(path[: -len(".cu")] + ".log", "w") as out:
+                out.write(log)
+            first = next((line for line in log.splitlines() if line.strip()), "failed")
+            row["error"] = first.replace('"', "'")
         rows.append(row)
-        print(" ".join(f"{c}={row[c]}" for c in columns), flush=True)
+        fields = [f"kernel={row['kernel']}", f"dtype={row['dtype']}"]
+        fields += row["settings"].split()
+        if row["error"]:
+            fields.append(f'error="{row["error"]}"')
+        else:
+            fields += [f"{c}={row[c]}" for c in columns[3:-1]]
+        print(" ".join(fields), flush=True)
     with open(os.path.join(args.sources, "registers.tsv"), "w") as out:
         out.write("\t".join(columns) + "\n")
         for row in rows:
             out.write("\t".join(str(row[c]) for c in columns) + "\n")
+    failed = sum(1 for row in rows if row["error"])
+    if failed:
+        print(f"{failed} of {len(rows)} kernels did not compile", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

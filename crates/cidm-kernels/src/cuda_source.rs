@@ -1,7 +1,11 @@
-//! The CUDA C++ of the attention kernels, generated on a machine without a GPU (feature
-//! `cuda-source`), so that NVIDIA's compiler can report their register use and spills
-//! before any GPU runs them: `tools/kernel_registers.sh` compiles every source with NVRTC and
-//! `ptxas -v` for a chosen architecture (see `docs/performance.md`, "Registers per thread").
+//! The CUDA C++ of this crate's kernels, generated on a machine without a GPU (feature
+//! `cuda-source`), so that NVIDIA's compiler can check that it takes every kernel and report
+//! their register use and spills before any GPU runs them: `tools/kernel_registers.sh`
+//! compiles every source with NVRTC and `ptxas -v` for a chosen architecture (see
+//! `docs/performance.md`, "Registers per thread"). [`attention_cuda_sources`] gives the
+//! attention kernels for one head width, [`fused_op_cuda_sources`] the others (GroupNorm,
+//! LayerNorm, GEGLU and the sum of split partial results) in every variant their launches
+//! use.
 //!
 //! CubeCL builds a kernel's definition from a client of some runtime (for the device's
 //! properties); this module takes a wgpu client, which Mesa's lavapipe provides on any
@@ -16,19 +20,33 @@ use crate::MAX_HEAD_DIM;
 /// One kernel as CUDA C++, the text CubeCL's CUDA runtime hands to NVRTC.
 #[derive(Debug, Clone)]
 pub struct KernelSource {
-    /// Which kernel: `flash_forward`, `flash_backward_dq` or `flash_backward_dkdv`.
+    /// Which kernel, e.g. `flash_forward` or `group_norm_apply`.
     pub name: String,
+    /// The compile-time settings this variant was built with, named, in the order of the
+    /// kernel's parameters: for the attention `head_dim`, `units_per_row` (units of a cube
+    /// that share one row; the cube has 64 rows of them) and `tile_rows` (rows of the other
+    /// side per shared-memory tile); for the group norm's kernels the layouts (`x_last`,
+    /// `grad_last`: channels last) and `silu`; for the layer norm's row kernels `units`.
+    pub settings: Vec<(String, String)>,
     /// The `extern "C" __global__` function the source defines.
     pub entry_point: String,
-    /// Units of a cube that share one row (the cube has 64 rows of them).
-    pub units_per_row: usize,
-    /// Rows of the other side per shared-memory tile.
-    pub tile_rows: usize,
+    /// Units (threads) of a cube (block).
+    pub cube_units: usize,
     /// Shared memory the kernel asks for at launch, in bytes (CUDA grants 48 KiB without
     /// opting in).
     pub shared_memory_bytes: usize,
     /// The whole translation unit.
     pub source: String,
+}
+
+impl KernelSource {
+    /// The value of the setting `name`, if the kernel has it.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
 }
 
 /// Why the CUDA sources could not be produced.
@@ -38,7 +56,7 @@ pub enum CudaSourceError {
     #[error("head width {0} is outside the kernels' 1..={MAX_HEAD_DIM}")]
     HeadDim(usize),
     /// A dtype the kernels do not take.
-    #[error("the attention kernels take f16, bf16 or f32 tensors, not {0:?}")]
+    #[error("the kernels take f16, bf16 or f32 tensors, not {0:?}")]
     DType(DType),
     /// No wgpu adapter to define the kernels against (install a Vulkan driver such as Mesa's
     /// lavapipe).
@@ -63,11 +81,27 @@ pub fn attention_cuda_sources(
     if !(1..=MAX_HEAD_DIM).contains(&head_dim) {
         return Err(CudaSourceError::HeadDim(head_dim));
     }
-    if !matches!(dtype, DType::F16 | DType::BF16 | DType::F32) {
-        return Err(CudaSourceError::DType(dtype));
-    }
+    check_dtype(dtype)?;
     let client = wgpu_client()?;
     crate::cube::attention_cuda_sources(&client, head_dim, dtype)
+}
+
+/// The kernels of GroupNorm, LayerNorm and GEGLU and the one that adds up split partial
+/// results (the attention's dK/dV and the layer norm's weight gradients end with it) on
+/// `dtype` tensors, as CUDA C++: every variant of layout, activation and cube size their
+/// launches can ask for.
+pub fn fused_op_cuda_sources(dtype: DType) -> Result<Vec<KernelSource>, CudaSourceError> {
+    check_dtype(dtype)?;
+    let client = wgpu_client()?;
+    crate::cube::fused_op_cuda_sources(&client, dtype)
+}
+
+/// The dtypes the kernels take: f16, bf16 and f32.
+fn check_dtype(dtype: DType) -> Result<(), CudaSourceError> {
+    match dtype {
+        DType::F16 | DType::BF16 | DType::F32 => Ok(()),
+        other => Err(CudaSourceError::DType(other)),
+    }
 }
 
 /// A client of wgpu's default device. wgpu panics when it finds no adapter; that panic

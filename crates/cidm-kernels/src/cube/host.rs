@@ -14,7 +14,7 @@ use cubecl::{calculate_cube_count_elemwise, prelude::*};
 use super::reduce::sum_splits_kernel;
 
 /// Units per cube of the kernels with one unit per value (or per row, channel, block).
-const ELEMENT_UNITS: u32 = 256;
+pub(crate) const ELEMENT_UNITS: u32 = 256;
 
 /// An uninitialised contiguous tensor on `like`'s device.
 ///

@@ -6,6 +6,8 @@
 //! that at Stable Diffusion's sizes, never one element per iteration of a whole tensor.
 
 mod attention;
+#[cfg(feature = "cuda-source")]
+mod cuda_source;
 mod dispatch;
 mod fusion_op;
 mod geglu;
@@ -17,6 +19,8 @@ mod reduce;
 #[cfg(feature = "cuda-source")]
 pub(crate) use attention::cuda_sources as attention_cuda_sources;
 pub(crate) use attention::fused as fused_attention;
+#[cfg(feature = "cuda-source")]
+pub(crate) use cuda_source::fused_op_sources as fused_op_cuda_sources;
 pub(crate) use dispatch::on_cube_backend;
 pub(crate) use geglu::fused as fused_geglu;
 pub(crate) use group_norm::fused as fused_group_norm;

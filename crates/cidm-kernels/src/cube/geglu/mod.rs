@@ -1,8 +1,13 @@
 //! The GEGLU kernels and their burn integration.
 
+#[cfg(feature = "cuda-source")]
+mod cuda_source;
 mod kernel;
 mod launch;
 mod ops;
+
+#[cfg(feature = "cuda-source")]
+pub(crate) use cuda_source::geglu_sources;
 
 use burn::backend::Autodiff;
 use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor};

@@ -12,7 +12,7 @@ use crate::cube::host::{empty_on, sum_splits};
 use crate::fused_ops::layer_norm::LayerNormParams;
 
 /// Units (columns) per cube of the weights' partial sums.
-const COLUMN_UNITS: u32 = 64;
+pub(super) const COLUMN_UNITS: u32 = 64;
 /// Fewest rows one unit of the partial sums walks: shorter ranges would cost more in
 /// partial sums written and added up than they save.
 const MIN_SPLIT_ROWS: usize = 32;
@@ -30,8 +30,8 @@ fn row_splits(rows: usize) -> (usize, usize) {
 }
 
 /// Fewest and most units of a row's cube.
-const MIN_ROW_UNITS: usize = 32;
-const MAX_ROW_UNITS: usize = 256;
+pub(super) const MIN_ROW_UNITS: usize = 32;
+pub(super) const MAX_ROW_UNITS: usize = 256;
 
 /// Units of the cube that walks a row of `dim` values: a power of two giving each unit about
 /// 2 to 4 values, from 32 (one warp, for rows of up to 128 values) to 256 (past 1024
