@@ -27,7 +27,9 @@
 # (the lines are kept as they come), the UNet step's and the LoRA step's first.
 #
 # Output: the raw lines of both sides, then one line per pair:
-#   pair NAME dtype=f16 cidm_ms=.. torch_ms=.. ratio=.. [cidm_mib=.. torch_mib=.. mem_ratio=..]
+#   pair NAME dtype=f16 cidm_ms=.. torch_ms=.. ratio=.. [cidm_mib=.. torch_mib=.. mem_ratio=..
+#       ... torch_reserved_mib=.. mem_ratio_reserved=..] (ours against torch's peak allocation,
+#       then against its allocator's peak reservation: ours reads its pool's reservation)
 # then, per run of ours, its attention calls through the f16 autotune and on tensor cores:
 #   attention cidm_1_0_step tensor_core=.. tuned=..
 # Everything (lines, logs, JSON, the UNet config) is also kept in --out (default: a new
@@ -288,6 +290,7 @@ awk "$field_awk"'
         ms[$1, key] = field("median_ms")
         mib[$1, key] = field("peak_mib")
         mem[$1, key] = field("mem")
+        reserved[$1, key] = field("reserved_mib")
     }
     END {
         for (i = 0; i < n; i++) {
@@ -299,6 +302,10 @@ awk "$field_awk"'
                 line = line sprintf(" cidm_mib=%s torch_mib=%s mem_ratio=%.2f cidm_mem=%s torch_mem=%s",
                     mib["cidm", key], mib["torch", key], mib["cidm", key] / mib["torch", key],
                     mem["cidm", key], mem["torch", key])
+            # Pool against pool: ours reads what its pool reserved, torch its allocator.
+            if (mib["cidm", key] != "" && reserved["torch", key] != "")
+                line = line sprintf(" torch_reserved_mib=%s mem_ratio_reserved=%.2f",
+                    reserved["torch", key], mib["cidm", key] / reserved["torch", key])
             print line
         }
     }

@@ -5,14 +5,17 @@ alone at the UNet's shapes) that `cargo run --example gpu_bench -p cidm` times w
 the same UNet config with random weights, and prints one line per measurement in the same
 format with the prefix `torch`:
 
-    torch NAME dtype=f16 device=cuda median_ms=49.300 min_ms=48.100 reps=10 [peak_mib=... mem=...]
+    torch NAME dtype=f16 device=cuda median_ms=49.300 min_ms=48.100 reps=10 [peak_mib=... mem=...
+        [reserved_mib=...]]
 
 The workloads (names as ours):
 - unet_step_cfg_b2: one UNet step with classifier-free guidance, batch 2, SDPA attention.
 - lora_train_step_b1: one LoRA training step (rank 4 on every cross-attention q/k/v/out via
   peft, batch 1, AdamW, global-norm clipping) as diffusers' train_text_to_image_lora.py does it:
   frozen UNet in the compute dtype, LoRA factors in f32, fp16 autocast for f16; with
-  `torch.cuda.max_memory_allocated()` (process peak RSS on a CPU). Where peft is not installed
+  `torch.cuda.max_memory_allocated()` as peak_mib and `torch.cuda.max_memory_reserved()` as
+  reserved_mib, what its caching allocator held at most, the like of ours' pool reading
+  (process peak RSS on a CPU, no reserved_mib). Where peft is not installed
   (a GPU machine with torch and diffusers only), the same layer written in torch (`LoraLinear`,
   peft's forward and initialisation); the JSON record and the log say which ran.
 - sample_dpmppN_cfg_b1: N-step DPMSolverMultistepScheduler (DPM-Solver++ 2M, SD 1.5's
@@ -200,11 +203,14 @@ class Bench:
         )
         if memory is not None:
             text += f" peak_mib={memory[0]:.1f} mem={memory[1]}"
+            if memory[2] is not None:
+                text += f" reserved_mib={memory[2]:.1f}"
         print(text, flush=True)
         return {"name": name, "dtype": self.dtype_name, "device": self.device.type,
                 "median_ms": median, "min_ms": fastest, "reps": self.reps,
                 "peak_mib": memory[0] if memory else None,
-                "mem": memory[1] if memory else None}
+                "mem": memory[1] if memory else None,
+                "reserved_mib": memory[2] if memory else None}
 
 
 def guided(noise):
@@ -213,10 +219,12 @@ def guided(noise):
 
 
 def peak_memory(bench):
+    """(peak MiB, how it was read, the caching allocator's peak reservation in MiB or None)."""
     if bench.device.type == "cuda":
-        return torch.cuda.max_memory_allocated(bench.device) / 2**20, "cuda_max_allocated"
+        return (torch.cuda.max_memory_allocated(bench.device) / 2**20, "cuda_max_allocated",
+                torch.cuda.max_memory_reserved(bench.device) / 2**20)
     # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss", None
 
 
 class LoraLinear(torch.nn.Module):
