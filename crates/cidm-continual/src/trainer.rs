@@ -1,6 +1,6 @@
 //! The task trainer: one task of the concept stream, trained on the frozen base with its own
 //! LoRA and layer-wise concept tokens, with CIDM's two-step update (METHOD.md section 3) or a
-//! baseline's plain loss ([`Method`]).
+//! baseline's plain loss ([`Method`](crate::Method)).
 //!
 //! Each step:
 //! 1. draws a batch from the step's own random stream (images with replacement, posterior

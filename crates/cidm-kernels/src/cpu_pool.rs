@@ -20,7 +20,7 @@ const STACK_BYTES: usize = 8 << 20;
 /// From inside the pool a loop's tasks go on the calling thread's own queue: it runs them
 /// itself unless an idle thread steals them first, and no thread sleeps on it.
 ///
-/// If the global pool is not built yet, it is built here with [`STACK_BYTES`] stacks; a pool
+/// If the global pool is not built yet, it is built here with 8 MiB stacks (a main thread's); a pool
 /// the program built itself is used as it is.
 pub fn on_cpu_pool<T: Send>(work: impl FnOnce() -> T + Send) -> T {
     #[cfg(feature = "flex")]

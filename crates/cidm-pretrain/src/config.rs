@@ -22,7 +22,7 @@ pub struct PretrainConfig {
     /// Number of base-world images rendered and trained on (default 10000).
     pub images: usize,
     /// Share of captions given the prefix "a photo of " (default 0.25), so that the concept
-    /// captions of the continual stream ("a photo of a <star1> star") use words the text
+    /// captions of the continual stream ("a photo of a `<star1>` star") use words the text
     /// encoder has seen.
     pub photo_prefix: f32,
     /// Sizes of the networks.

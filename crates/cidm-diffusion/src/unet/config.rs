@@ -95,7 +95,7 @@ pub struct UNet2DConditionConfig {
     pub conv_in_kernel: usize,
     /// Kernel size of `conv_out` (default 3).
     pub conv_out_kernel: usize,
-    /// Width of the time embedding (default 4 x block_out_channels[0]).
+    /// Width of the time embedding (default 4 x `block_out_channels[0]`).
     pub time_embedding_dim: Option<usize>,
     /// `positional` only (default).
     pub time_embedding_type: String,

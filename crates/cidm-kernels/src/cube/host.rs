@@ -78,7 +78,7 @@ pub(crate) fn elementwise<R: CubeRuntime>(
     (calculate_cube_count_elemwise(client, len, dim), dim)
 }
 
-/// `out = sum over s of part[s]` ([`sum_splits_kernel`]): `part` f32 `[splits, ...]`, `out`
+/// `out = sum over s of part[s]` ([`sum_splits_kernel()`]): `part` f32 `[splits, ...]`, `out`
 /// the shape of one split, in its own dtype.
 pub(crate) fn sum_splits<R: CubeRuntime>(part: CubeTensor<R>, out: &CubeTensor<R>, splits: usize) {
     let client = out.client.clone();

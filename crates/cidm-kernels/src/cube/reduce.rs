@@ -20,7 +20,7 @@ pub(crate) fn cube_sum(sums: &mut SharedMemory<f32>) {
 }
 
 /// Adds up the cube's `units` values of each half of `sums` (`[a_0..a_units, b_0..b_units]`)
-/// into `sums[0]` and `sums[units]`, by halving, as [`cube_sum`] does one.
+/// into `sums[0]` and `sums[units]`, by halving, as [`cube_sum()`] does one.
 #[cube]
 pub(crate) fn cube_sum_pairs(sums: &mut SharedMemory<f32>, #[comptime] units: usize) {
     let unit = UNIT_POS_X as usize;

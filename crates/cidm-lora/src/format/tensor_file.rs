@@ -121,7 +121,7 @@ pub fn write(path: &Path, file: &RawFile) -> Result<()> {
     Ok(cidm_diffusion::io::write_atomic(path, &encode(file))?)
 }
 
-/// The bytes [`write`] puts in a file.
+/// The bytes [`write()`] puts in a file.
 pub fn encode(file: &RawFile) -> Vec<u8> {
     let json = |text: &str| serde_json::Value::String(text.to_string()).to_string();
     let mut header = String::from("{");

@@ -4,8 +4,8 @@
 //! `dV_j = sum_i P_ij dO_i`, `dS_ij = P_ij (dO_i . V_j - D_i)`,
 //! `dQ_i = scale * sum_j dS_ij K_j`, `dK_j = scale * sum_i dS_ij Q_i`.
 //!
-//! Three kernels, none needs atomics: [`flash_backward_dq_kernel`] is parallel over query
-//! rows (it also writes `D`), [`flash_backward_dkdv_kernel`] over key rows and, as a third
+//! Three kernels, none needs atomics: [`flash_backward_dq_kernel()`] is parallel over query
+//! rows (it also writes `D`), [`flash_backward_dkdv_kernel()`] over key rows and, as a third
 //! grid dimension, over ranges of query rows; both stream the other side through shared
 //! memory in tiles and accumulate in f32, a row's columns split over `groups` units as in
 //! the forward (see `tile::part_vectors`). Each query range writes its partial sums of dK and
@@ -192,7 +192,7 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
 
 /// Partial gradients of the keys and values, `groups` units per key row, over the range of
 /// `split_rows` query rows that starts at `CUBE_POS_Z * split_rows`; reads the `delta`
-/// written by [`flash_backward_dq_kernel`]. `part_k` and `part_v` are
+/// written by [`flash_backward_dq_kernel()`]. `part_k` and `part_v` are
 /// `[splits, batch, heads, len_k, head_dim]` with the same strides (each split laid out as the
 /// key gradient it adds up to), of dtype `P`: f32 partial sums when there are several ranges,
 /// the gradients themselves (seen with a leading axis of one) in the inputs' dtype when one

@@ -32,7 +32,7 @@ pub(crate) const fn row_vectors(head_dim: usize) -> usize {
 /// Vectors of a row that each of its `groups` units holds: a unit keeps its part of every
 /// row it owns (query, output, accumulators) in registers and computes its part of each dot
 /// product, and the units of a row add their parts up through shared memory
-/// ([`sum_over_parts`]). One unit per row holds whole rows, which at SD's wider heads takes
+/// ([`sum_over_parts()`]). One unit per row holds whole rows, which at SD's wider heads takes
 /// more registers than a CUDA thread has (see `tools/kernel_registers.sh`): the parts
 /// keep them below that.
 pub(crate) const fn part_vectors(head_dim: usize, groups: usize) -> usize {
@@ -51,7 +51,7 @@ pub(crate) const fn tile_row_vectors(head_dim: usize, groups: usize) -> usize {
 }
 
 /// f32 values of the shared memory through which the units of a row add up `count` partial
-/// sums each ([`sum_over_parts`]): two buffers (consecutive exchanges alternate, so one
+/// sums each ([`sum_over_parts()`]): two buffers (consecutive exchanges alternate, so one
 /// barrier per exchange suffices) of `groups * count` values per row; one unused value when
 /// a row has one unit.
 pub(crate) const fn exchange_len(groups: usize, count: usize) -> usize {
@@ -186,7 +186,7 @@ pub(crate) fn add_tile_part(
 }
 
 /// Replaces each of the `count` partial sums in `values` by its total over the `groups`
-/// units of this unit's row (`unit_row`, `part` from [`unit_row_and_part`]): every unit
+/// units of this unit's row (`unit_row`, `part` from [`unit_row_and_part()`]): every unit
 /// writes its parts into `buffer` (0 or 1) of `exchange` ([`exchange_len`] values), the cube
 /// synchronises, and every unit adds the row's parts up in the same order, so all of them
 /// hold the same totals. Alternate `buffer` between calls: a unit may then write the next
@@ -240,7 +240,7 @@ pub(crate) fn row_offset<E: CubePrimitive>(t: &Tensor<E>, b: usize, h: usize, ro
 }
 
 /// Copies rows `first..first + rows` of head `h` of sample `b` of `x` and of `y` (each in its
-/// own strides, see [`row_offset`]) into the row tiles `x_tile` and `y_tile` as f32 vectors
+/// own strides, see [`row_offset()`]) into the row tiles `x_tile` and `y_tile` as f32 vectors
 /// (zeros in the padding). Every unit of the cube takes a strided share of the vectors
 /// (consecutive units read consecutive vectors of a row); the caller synchronises the cube
 /// before reading the tiles.
@@ -288,7 +288,7 @@ pub(crate) fn load_row_tiles<E: Float>(
 }
 
 /// Copies `len` consecutive values of `a` and of `b` (one per row, such as the logsumexp),
-/// from `offset` on, into `a_tile` and `b_tile`; shared like [`load_row_tiles`].
+/// from `offset` on, into `a_tile` and `b_tile`; shared like [`load_row_tiles()`].
 #[cube]
 pub(crate) fn load_value_tiles(
     a: &Tensor<f32>,

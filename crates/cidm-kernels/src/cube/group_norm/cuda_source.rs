@@ -6,9 +6,13 @@ use cubecl::prelude::*;
 use cubecl::wgpu::WgpuRuntime;
 
 use super::kernel::{
-    group_norm_apply_kernel, group_norm_channel_sums_kernel, group_norm_coefficients_kernel,
-    group_norm_input_grad_kernel, group_norm_param_grads_kernel, group_norm_partial_sums_kernel,
-    group_norm_stats_kernel, REDUCE_UNITS,
+    group_norm_apply_kernel::GroupNormApplyKernel as Apply,
+    group_norm_channel_sums_kernel::GroupNormChannelSumsKernel as ChannelSums,
+    group_norm_coefficients_kernel::GroupNormCoefficientsKernel as Coefficients,
+    group_norm_input_grad_kernel::GroupNormInputGradKernel as InputGrad,
+    group_norm_param_grads_kernel::GroupNormParamGradsKernel as ParamGrads,
+    group_norm_partial_sums_kernel::GroupNormPartialSumsKernel as PartialSums,
+    group_norm_stats_kernel::GroupNormStatsKernel as Stats, REDUCE_UNITS,
 };
 use crate::cube::cuda_source::{cube_of, element_cube, tensor as t, to_cuda, Settings};
 use crate::cuda_source::{CudaSourceError, KernelSource};
@@ -27,164 +31,53 @@ fn named<const N: usize>(names: [&'static str; N], flags: [bool; N]) -> Settings
 
 /// The seven group-norm kernels on `dtype` tensors: x (and the output's gradient) channels
 /// first or last, with or without the fused SiLU, the output always channels last (as
-/// `launch.rs` writes it).
+/// `launch.rs` writes it). The constructors take the kernels' parameters in order: `t()` a
+/// tensor, `()` a scalar, then the comptime values and the dtype.
+#[rustfmt::skip]
 pub(crate) fn group_norm_sources(
     client: &ComputeClient<WgpuRuntime>,
     dtype: DType,
 ) -> Result<Vec<KernelSource>, CudaSourceError> {
+    type W = WgpuRuntime;
     let (reduce, element) = (cube_of(REDUCE_UNITS), element_cube());
-    let c = || client.clone();
+    let (r, el, c) = (|| reduce.clone(), || element.clone(), || client.clone());
     let e = || StorageType::from(dtype);
     let mut sources = Vec::new();
     for x_last in FLAGS {
-        let kernel = group_norm_partial_sums_kernel::GroupNormPartialSumsKernel::<WgpuRuntime>::new(
-            reduce.clone(),
-            c(),
-            t(),
-            t(),
-            (),
-            (),
-            (),
-            (),
-            REDUCE_UNITS,
-            x_last,
-            e(),
+        let settings = || named(["x_last"], [x_last]);
+        let kernel = PartialSums::<W>::new(
+            r(), c(), t(), t(), (), (), (), (), REDUCE_UNITS, x_last, e(),
         );
-        let settings = named(["x_last"], [x_last]);
-        sources.push(to_cuda(
-            "group_norm_partial_sums",
-            settings,
-            &reduce,
-            kernel,
-        )?);
-        let kernel = group_norm_stats_kernel::GroupNormStatsKernel::<WgpuRuntime>::new(
-            element.clone(),
-            c(),
-            t(),
-            t(),
-            t(),
-            t(),
-            (),
-            (),
-            (),
-            (),
-            (),
-            (),
-            x_last,
-            e(),
+        sources.push(to_cuda("group_norm_partial_sums", settings(), &reduce, kernel)?);
+        let kernel = Stats::<W>::new(
+            el(), c(), t(), t(), t(), t(), (), (), (), (), (), (), x_last, e(),
         );
-        let settings = named(["x_last"], [x_last]);
-        sources.push(to_cuda("group_norm_stats", settings, &element, kernel)?);
+        sources.push(to_cuda("group_norm_stats", settings(), &element, kernel)?);
         for silu in FLAGS {
-            let kernel = group_norm_apply_kernel::GroupNormApplyKernel::<WgpuRuntime>::new(
-                element.clone(),
-                c(),
-                t(),
-                t(),
-                t(),
-                t(),
-                t(),
-                t(),
-                (),
-                (),
-                (),
-                silu,
-                x_last,
-                true,
-                e(),
+            let kernel = Apply::<W>::new(
+                el(), c(), t(), t(), t(), t(), t(), t(), (), (), (), silu, x_last, true, e(),
             );
             let settings = named(["silu", "x_last"], [silu, x_last]);
             sources.push(to_cuda("group_norm_apply", settings, &element, kernel)?);
             for grad_last in FLAGS {
-                let settings = named(["silu", "x_last", "grad_last"], [silu, x_last, grad_last]);
-                let kernel =
-                    group_norm_channel_sums_kernel::GroupNormChannelSumsKernel::<WgpuRuntime>::new(
-                        reduce.clone(),
-                        c(),
-                        t(),
-                        t(),
-                        t(),
-                        t(),
-                        t(),
-                        t(),
-                        t(),
-                        t(),
-                        (),
-                        (),
-                        REDUCE_UNITS,
-                        silu,
-                        x_last,
-                        grad_last,
-                        e(),
-                    );
-                sources.push(to_cuda(
-                    "group_norm_channel_sums",
-                    settings.clone(),
-                    &reduce,
-                    kernel,
-                )?);
-                let kernel =
-                    group_norm_input_grad_kernel::GroupNormInputGradKernel::<WgpuRuntime>::new(
-                        element.clone(),
-                        c(),
-                        t(),
-                        t(),
-                        t(),
-                        t(),
-                        t(),
-                        t(),
-                        t(),
-                        t(),
-                        (),
-                        (),
-                        (),
-                        silu,
-                        x_last,
-                        grad_last,
-                        e(),
-                    );
-                sources.push(to_cuda(
-                    "group_norm_input_grad",
-                    settings,
-                    &element,
-                    kernel,
-                )?);
+                let flags = [silu, x_last, grad_last];
+                let settings = || named(["silu", "x_last", "grad_last"], flags);
+                let kernel = ChannelSums::<W>::new(
+                    r(), c(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), REDUCE_UNITS,
+                    silu, x_last, grad_last, e(),
+                );
+                sources.push(to_cuda("group_norm_channel_sums", settings(), &reduce, kernel)?);
+                let kernel = InputGrad::<W>::new(
+                    el(), c(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), (), silu,
+                    x_last, grad_last, e(),
+                );
+                sources.push(to_cuda("group_norm_input_grad", settings(), &element, kernel)?);
             }
         }
     }
-    let kernel = group_norm_coefficients_kernel::GroupNormCoefficientsKernel::<WgpuRuntime>::new(
-        element.clone(),
-        c(),
-        t(),
-        t(),
-        t(),
-        t(),
-        (),
-        (),
-        (),
-        e(),
-    );
-    sources.push(to_cuda(
-        "group_norm_coefficients",
-        Vec::new(),
-        &element,
-        kernel,
-    )?);
-    let kernel = group_norm_param_grads_kernel::GroupNormParamGradsKernel::<WgpuRuntime>::new(
-        element.clone(),
-        c(),
-        t(),
-        t(),
-        t(),
-        t(),
-        (),
-        e(),
-    );
-    sources.push(to_cuda(
-        "group_norm_param_grads",
-        Vec::new(),
-        &element,
-        kernel,
-    )?);
+    let kernel = Coefficients::<W>::new(el(), c(), t(), t(), t(), t(), (), (), (), e());
+    sources.push(to_cuda("group_norm_coefficients", Vec::new(), &element, kernel)?);
+    let kernel = ParamGrads::<W>::new(el(), c(), t(), t(), t(), t(), (), e());
+    sources.push(to_cuda("group_norm_param_grads", Vec::new(), &element, kernel)?);
     Ok(sources)
 }

@@ -11,17 +11,17 @@
 //! order and find the same value in the output or its gradient, which may lie in the other
 //! layout. Statistics and sums are f32 whatever the input dtype.
 //!
-//! Forward: [`group_norm_partial_sums_kernel`] (one cube per chunk of a block: shifted sums),
-//! [`group_norm_stats_kernel`] (one unit per block: its mean and `1 / sqrt(var + eps)`),
-//! then [`group_norm_apply_kernel`] (one unit per value). Backward,
+//! Forward: [`group_norm_partial_sums_kernel()`] (one cube per chunk of a block: shifted sums),
+//! [`group_norm_stats_kernel()`] (one unit per block: its mean and `1 / sqrt(var + eps)`),
+//! then [`group_norm_apply_kernel()`] (one unit per value). Backward,
 //! with `dy` the gradient at the affine output (through SiLU when fused, recomputed from `x`)
 //! and `xhat = (x - mean) * rstd`:
 //! `dx = rstd * (gamma * dy - mean_g(gamma * dy) - xhat * mean_g(gamma * dy * xhat))`,
 //! `dgamma_c = sum over n, s of dy * xhat`, `dbeta_c = sum over n, s of dy`. Four kernels:
-//! [`group_norm_channel_sums_kernel`] (one cube per row: `sum dy`, `sum dy * xhat`),
-//! [`group_norm_coefficients_kernel`] (one unit per block: the two group means above),
-//! [`group_norm_input_grad_kernel`] (one unit per value: `dx`) and
-//! [`group_norm_param_grads_kernel`] (one unit per channel: `dgamma`, `dbeta`). None needs
+//! [`group_norm_channel_sums_kernel()`] (one cube per row: `sum dy`, `sum dy * xhat`),
+//! [`group_norm_coefficients_kernel()`] (one unit per block: the two group means above),
+//! [`group_norm_input_grad_kernel()`] (one unit per value: `dx`) and
+//! [`group_norm_param_grads_kernel()`] (one unit per channel: `dgamma`, `dbeta`). None needs
 //! atomics.
 
 use cubecl::prelude::*;

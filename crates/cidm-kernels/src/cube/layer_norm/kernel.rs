@@ -2,7 +2,7 @@
 //! of a contiguous x `[rows, dim]`, and its backward. Statistics and sums are f32 whatever
 //! the input dtype.
 //!
-//! Forward, one kernel: [`layer_norm_forward_kernel`], one cube per row (of 32 to 256 units,
+//! Forward, one kernel: [`layer_norm_forward_kernel()`], one cube per row (of 32 to 256 units,
 //! by the row's width: see `launch::row_units`), walks the row three times: its mean, the mean of its squared deviations from that mean (two passes, as the
 //! plain norm computes them: no cancellation whatever the mean), then the output. A row is
 //! at most a few thousand values (320 to 1280 in SD 1.5's UNet, 768 in CLIP), so the second
@@ -11,8 +11,8 @@
 //! Backward, with `xhat = (x - mean) * rstd` and `g = gamma * dy`:
 //! `dx = rstd * (g - mean_row(g) - xhat * mean_row(g * xhat))`,
 //! `dgamma_d = sum over rows of dy * xhat`, `dbeta_d = sum over rows of dy`.
-//! [`layer_norm_input_grad_kernel`] (one cube per row: the two row means, then `dx`) and
-//! [`layer_norm_param_partials_kernel`] (one unit per column and range of rows: f32 partial
+//! [`layer_norm_input_grad_kernel()`] (one cube per row: the two row means, then `dx`) and
+//! [`layer_norm_param_partials_kernel()`] (one unit per column and range of rows: f32 partial
 //! sums of `dgamma` and `dbeta`), which `sum_splits_kernel` adds up. None needs atomics.
 //!
 //! The row kernels may run a few more cubes than rows (a grid of over 65535 cubes is spread
