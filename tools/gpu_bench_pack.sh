@@ -7,6 +7,7 @@
 #   diffusers 0.42.1 and of its dependencies except torch's own stack and numpy (about 22 MB),
 #   and with --peft also of peft 0.21.2 and its own (about 47 MB in all); without peft the
 #   reference writes its LoRA layers in torch;
+# - built_from: the commit (`git describe --dirty`) and CUDA version the builds were made from;
 # - run.sh, which unpacks the binaries, installs from the wheels what the machine lacks and runs
 #   tools/gpu_bench.sh on the two builds with the options it is given.
 #
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
         --cuda) cuda="$2"; shift ;;
         --wheels) wheels="$2"; shift ;;
         --peft) peft=1 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "gpu_bench_pack.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -39,7 +40,7 @@ done
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
 # Only what an earlier pack left there: DIR may hold other files.
-rm -rf "$out/wheels" "$out/bin" "$out/run.sh" "$out"/gpu_bench_*.xz
+rm -rf "$out/wheels" "$out/bin" "$out/run.sh" "$out/built_from" "$out"/gpu_bench_*.xz
 mkdir -p "$out"
 
 if [ -n "$cuda" ]; then
@@ -51,6 +52,10 @@ if [ -n "$cuda" ]; then
     export CUDARC_CUDA_VERSION="${BASH_REMATCH[1]}0${BASH_REMATCH[2]}0"
 fi
 
+# What the builds are made of, for run.sh to print in the results' header and for a later
+# look at the pack to tell whether it is still current.
+echo "$(git describe --always --dirty 2> /dev/null || echo unknown) cuda ${cuda:-default}" \
+    > "$out/built_from"
 for build in f16:cuda,f16 f32:cuda; do
     name="gpu_bench_${build%%:*}"
     cargo build --release --example gpu_bench -p cidm --features "${build#*:}"
@@ -104,7 +109,8 @@ if [ -f "$pack/wheels/requirements.txt" ]; then
         -r "$pack/wheels/requirements.txt" \
         || echo "# installing the wheels failed: the reference may not run" >&2
 fi
-exec env PYTHON="$python" tools/gpu_bench.sh "$@" "$pack/bin/gpu_bench_f16" "$pack/bin/gpu_bench_f32"
+exec env PYTHON="$python" CIDM_BUILT_FROM="$(cat "$pack/built_from")" tools/gpu_bench.sh "$@" \
+    "$pack/bin/gpu_bench_f16" "$pack/bin/gpu_bench_f32"
 RUN
 chmod +x "$out/run.sh"
 du -sh "$out"

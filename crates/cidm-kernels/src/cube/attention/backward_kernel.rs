@@ -89,13 +89,10 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
     );
     zero_part(&mut acc, head_dim, groups);
 
-    // `D` of the row: this unit's part of it, then added up over the row's units (the other
-    // partial sums of the exchange are zeros here).
+    // `D` of the row: this unit's part of it, then added up over the row's units. `sums`
+    // holds the chunks' partial sums after that, each chunk writing all of them.
     let mut sums = Array::<f32>::new(CHUNK_SUMS);
-    #[unroll]
-    for i in 0..CHUNK_SUMS {
-        sums[i] = f32::new(0.0);
-    }
+    sums[0] = f32::new(0.0);
     let mut exchange = SharedMemory::<f32>::new(comptime!(exchange_len(groups, CHUNK_SUMS)));
     let mut buffer = 0usize;
     let out_base = row_offset(out, b, h, row);
@@ -105,13 +102,15 @@ pub(crate) fn flash_backward_dq_kernel<E: Float>(
             sums[0] += do_row[c] * f32::cast_from(out[out_base + first_col + c]);
         }
     }
+    // One value to add up, in the first slots of buffer 0; the chunks' exchanges below then
+    // alternate buffers, the first of them writing buffer 1, which these slots are not in.
     sum_over_parts(
         &mut sums,
         &mut exchange,
         buffer,
         unit_row,
         part,
-        CHUNK_SUMS,
+        1usize,
         groups,
     );
     buffer = 1 - buffer;
