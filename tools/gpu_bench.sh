@@ -181,7 +181,7 @@ cuda_environment
     echo "# date: $(date -u +%Y-%m-%dT%H:%MZ)"
     # The commit ours was built from: the pack's record (run.sh passes it on), else this
     # checkout's, which is that of binaries built here.
-    echo "# ours built from: ${CIDM_BUILT_FROM:-$(git describe --always --dirty 2> /dev/null || echo unknown)}"
+    echo "# ours built from: ${CIDM_BUILT_FROM:-$(git -C "$here" describe --always --dirty 2> /dev/null || echo unknown)}"
     echo "# config: $config, warmup $warmup, reps $reps, sampling steps $steps${only[*]:+, only ${only[*]}}"
     if command -v nvidia-smi > /dev/null; then
         echo "# gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n 1)"
