@@ -38,14 +38,13 @@ pub(crate) fn tensor() -> TensorCompilationArg {
     TensorCompilationArg { inplace: None }
 }
 
-/// `kernel`, built with `cube` and `settings`, compiled to CUDA C++ in checked mode. Of the
-/// options CubeCL's CUDA runtime sets from the device, only fast math and grid constants
-/// (sm_70 on) reach these kernels: the others (clusters, `elect_sync`, fast tanh) concern
-/// instructions they do not use.
+/// `kernel`, built with `settings`, compiled to CUDA C++ in checked mode. Of the options
+/// CubeCL's CUDA runtime sets from the device, only fast math and grid constants (sm_70 on)
+/// reach these kernels: the others (clusters, `elect_sync`, fast tanh) concern instructions
+/// they do not use.
 pub(crate) fn to_cuda<K: CubeKernel>(
     name: &str,
     settings: Settings,
-    cube: &KernelSettings,
     kernel: K,
 ) -> Result<KernelSource, CudaSourceError> {
     let options = CompilationOptions {
@@ -68,6 +67,11 @@ pub(crate) fn to_cuda<K: CubeKernel>(
         kernel: name.to_string(),
         reason: err.to_string(),
     })?;
+    // The compiled kernel's own record of its cube and shared memory.
+    let kernel = compiled.repr.ok_or_else(|| CudaSourceError::Compile {
+        kernel: name.to_string(),
+        reason: "the compiler returned no kernel representation".to_string(),
+    })?;
     Ok(KernelSource {
         name: name.to_string(),
         settings: settings
@@ -75,10 +79,8 @@ pub(crate) fn to_cuda<K: CubeKernel>(
             .map(|(key, value)| (key.to_string(), value))
             .collect(),
         entry_point: compiled.entrypoint_name,
-        cube_units: cube.cube_dim.num_elems() as usize,
-        shared_memory_bytes: compiled
-            .repr
-            .map_or(0, |kernel| kernel.shared_memory_size()),
+        cube_units: kernel.cube_dim.num_elems() as usize,
+        shared_memory_bytes: kernel.shared_memory_size(),
         source: compiled.source,
     })
 }
@@ -89,16 +91,15 @@ pub(crate) fn sum_splits_source(
     client: &ComputeClient<WgpuRuntime>,
     dtype: DType,
 ) -> Result<KernelSource, CudaSourceError> {
-    let cube = element_cube();
     let kernel = sum_splits_kernel::SumSplitsKernel::<WgpuRuntime>::new(
-        cube.clone(),
+        element_cube(),
         client.clone(),
         tensor(),
         tensor(),
         (),
         dtype.into(),
     );
-    to_cuda("sum_splits", Vec::new(), &cube, kernel)
+    to_cuda("sum_splits", Vec::new(), kernel)
 }
 
 /// The kernels of GroupNorm, LayerNorm and GEGLU and the split sums, on `dtype` tensors,

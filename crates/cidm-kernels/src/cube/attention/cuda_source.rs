@@ -101,18 +101,8 @@ pub(crate) fn attention_sources(
         [dtype.into(), DType::F32.into()],
     );
     Ok(vec![
-        to_cuda(
-            "flash_forward",
-            settings(forward),
-            &cube(forward),
-            forward_kernel,
-        )?,
-        to_cuda("flash_backward_dq", settings(dq), &cube(dq), dq_kernel)?,
-        to_cuda(
-            "flash_backward_dkdv",
-            settings(dkdv),
-            &cube(dkdv),
-            dkdv_kernel,
-        )?,
+        to_cuda("flash_forward", settings(forward), forward_kernel)?,
+        to_cuda("flash_backward_dq", settings(dq), dq_kernel)?,
+        to_cuda("flash_backward_dkdv", settings(dkdv), dkdv_kernel)?,
     ])
 }

@@ -13,9 +13,8 @@ pub(crate) fn geglu_sources(
     client: &ComputeClient<WgpuRuntime>,
     dtype: DType,
 ) -> Result<Vec<KernelSource>, CudaSourceError> {
-    let cube = element_cube();
     let forward = geglu_forward_kernel::GegluForwardKernel::<WgpuRuntime>::new(
-        cube.clone(),
+        element_cube(),
         client.clone(),
         t(),
         t(),
@@ -23,7 +22,7 @@ pub(crate) fn geglu_sources(
         dtype.into(),
     );
     let backward = geglu_backward_kernel::GegluBackwardKernel::<WgpuRuntime>::new(
-        cube.clone(),
+        element_cube(),
         client.clone(),
         t(),
         t(),
@@ -32,7 +31,7 @@ pub(crate) fn geglu_sources(
         dtype.into(),
     );
     Ok(vec![
-        to_cuda("geglu_forward", Vec::new(), &cube, forward)?,
-        to_cuda("geglu_backward", Vec::new(), &cube, backward)?,
+        to_cuda("geglu_forward", Vec::new(), forward)?,
+        to_cuda("geglu_backward", Vec::new(), backward)?,
     ])
 }

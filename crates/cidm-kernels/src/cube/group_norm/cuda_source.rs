@@ -39,8 +39,7 @@ pub(crate) fn group_norm_sources(
     dtype: DType,
 ) -> Result<Vec<KernelSource>, CudaSourceError> {
     type W = WgpuRuntime;
-    let (reduce, element) = (cube_of(REDUCE_UNITS), element_cube());
-    let (r, el, c) = (|| reduce.clone(), || element.clone(), || client.clone());
+    let (r, el, c) = (|| cube_of(REDUCE_UNITS), element_cube, || client.clone());
     let e = || StorageType::from(dtype);
     let mut sources = Vec::new();
     for x_last in FLAGS {
@@ -48,17 +47,17 @@ pub(crate) fn group_norm_sources(
         let kernel = PartialSums::<W>::new(
             r(), c(), t(), t(), (), (), (), (), REDUCE_UNITS, x_last, e(),
         );
-        sources.push(to_cuda("group_norm_partial_sums", settings(), &reduce, kernel)?);
+        sources.push(to_cuda("group_norm_partial_sums", settings(), kernel)?);
         let kernel = Stats::<W>::new(
             el(), c(), t(), t(), t(), t(), (), (), (), (), (), (), x_last, e(),
         );
-        sources.push(to_cuda("group_norm_stats", settings(), &element, kernel)?);
+        sources.push(to_cuda("group_norm_stats", settings(), kernel)?);
         for silu in FLAGS {
             let kernel = Apply::<W>::new(
                 el(), c(), t(), t(), t(), t(), t(), t(), (), (), (), silu, x_last, true, e(),
             );
             let settings = named(["silu", "x_last"], [silu, x_last]);
-            sources.push(to_cuda("group_norm_apply", settings, &element, kernel)?);
+            sources.push(to_cuda("group_norm_apply", settings, kernel)?);
             for grad_last in FLAGS {
                 let flags = [silu, x_last, grad_last];
                 let settings = || named(["silu", "x_last", "grad_last"], flags);
@@ -66,18 +65,18 @@ pub(crate) fn group_norm_sources(
                     r(), c(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), REDUCE_UNITS,
                     silu, x_last, grad_last, e(),
                 );
-                sources.push(to_cuda("group_norm_channel_sums", settings(), &reduce, kernel)?);
+                sources.push(to_cuda("group_norm_channel_sums", settings(), kernel)?);
                 let kernel = InputGrad::<W>::new(
                     el(), c(), t(), t(), t(), t(), t(), t(), t(), t(), (), (), (), silu,
                     x_last, grad_last, e(),
                 );
-                sources.push(to_cuda("group_norm_input_grad", settings(), &element, kernel)?);
+                sources.push(to_cuda("group_norm_input_grad", settings(), kernel)?);
             }
         }
     }
     let kernel = Coefficients::<W>::new(el(), c(), t(), t(), t(), t(), (), (), (), e());
-    sources.push(to_cuda("group_norm_coefficients", Vec::new(), &element, kernel)?);
+    sources.push(to_cuda("group_norm_coefficients", Vec::new(), kernel)?);
     let kernel = ParamGrads::<W>::new(el(), c(), t(), t(), t(), t(), (), e());
-    sources.push(to_cuda("group_norm_param_grads", Vec::new(), &element, kernel)?);
+    sources.push(to_cuda("group_norm_param_grads", Vec::new(), kernel)?);
     Ok(sources)
 }

@@ -34,17 +34,16 @@ pub(crate) fn layer_norm_sources(
         let kernel = Forward::<W>::new(
             cube.clone(), c(), t(), t(), t(), t(), t(), t(), (), (), units, e(),
         );
-        sources.push(to_cuda("layer_norm_forward", settings(), &cube, kernel)?);
+        sources.push(to_cuda("layer_norm_forward", settings(), kernel)?);
         let kernel = InputGrad::<W>::new(
             cube.clone(), c(), t(), t(), t(), t(), t(), t(), (), units, e(),
         );
-        sources.push(to_cuda("layer_norm_input_grad", settings(), &cube, kernel)?);
+        sources.push(to_cuda("layer_norm_input_grad", settings(), kernel)?);
         units *= 2;
     }
-    let cube = cube_of(COLUMN_UNITS as usize);
     let kernel = ParamPartials::<W>::new(
-        cube.clone(), c(), t(), t(), t(), t(), t(), t(), (), (), e(),
+        cube_of(COLUMN_UNITS as usize), c(), t(), t(), t(), t(), t(), t(), (), (), e(),
     );
-    sources.push(to_cuda("layer_norm_param_partials", Vec::new(), &cube, kernel)?);
+    sources.push(to_cuda("layer_norm_param_partials", Vec::new(), kernel)?);
     Ok(sources)
 }
