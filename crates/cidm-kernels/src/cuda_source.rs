@@ -27,7 +27,7 @@ pub struct KernelSource {
     /// that share one row; the cube has 64 rows of them) and `tile_rows` (rows of the other
     /// side per shared-memory tile); for the group norm's kernels the layouts (`x_last`,
     /// `grad_last`: channels last) and `silu`; for the layer norm's row kernels `units`.
-    pub settings: Vec<(String, String)>,
+    pub settings: Vec<(&'static str, String)>,
     /// The `extern "C" __global__` function the source defines.
     pub entry_point: String,
     /// Units (threads) of a cube (block).
@@ -44,7 +44,7 @@ impl KernelSource {
     pub fn setting(&self, name: &str) -> Option<&str> {
         self.settings
             .iter()
-            .find(|(key, _)| key == name)
+            .find(|(key, _)| *key == name)
             .map(|(_, value)| value.as_str())
     }
 }

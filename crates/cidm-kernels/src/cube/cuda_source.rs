@@ -74,10 +74,7 @@ pub(crate) fn to_cuda<K: CubeKernel>(
     })?;
     Ok(KernelSource {
         name: name.to_string(),
-        settings: settings
-            .into_iter()
-            .map(|(key, value)| (key.to_string(), value))
-            .collect(),
+        settings,
         entry_point: compiled.entrypoint_name,
         cube_units: kernel.cube_dim.num_elems() as usize,
         shared_memory_bytes: kernel.shared_memory_size(),
